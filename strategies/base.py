@@ -1,0 +1,329 @@
+"""KTA's base strategy: Avalanche's ``SupervisedTemplate`` on a fast data path.
+
+What it adds to Avalanche:
+
+* **Fast data path.** When an experience's dataset is tensor-backed (every
+  leaf a ``TensorDataset``, no active transform: all of KTA's embedded
+  streams), batches are cut from tensors by indexing instead of per-sample
+  ``__getitem__`` + collate. Shuffling draws a new permutation every epoch
+  from a generator seeded with ``seed``; task labels are kept. Otherwise
+  Avalanche's own loaders are used, and plugins that replace the loader
+  (``ReplayPlugin``) keep working.
+* **Sane defaults.** ``train_mb_size=64`` and ``eval_mb_size=256`` (Avalanche's
+  default is 1); a default evaluator with accuracy per experience and stream,
+  forgetting and BWT, TensorBoard logs when ``log_dir`` is given, and a tqdm
+  progress bar.
+
+Example:
+    >>> from scenarios import class_incremental
+    >>> from kta_plugins.nn import MLP
+    >>> from strategies import Naive
+    >>> bm = class_incremental("digits", n_experiences=5)
+    >>> model = MLP((1, 8, 8), 10)
+    >>> strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05), seed=0)
+    >>> for exp in bm.train_stream:
+    ...     strategy.train(exp)
+    ...     strategy.eval(bm.test_stream)
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence, Union
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metrics import (
+    accuracy_metrics,
+    bwt_metrics,
+    forgetting_metrics,
+    loss_metrics,
+)
+from avalanche.training import Cumulative as _AvCumulative
+from avalanche.training import JointTraining as _AvJointTraining
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+
+from scenarios.loaders import TensorBatchLoader, tensor_view
+
+__all__ = ["KTAStrategyMixin", "Naive", "Cumulative", "JointTraining", "default_evaluator", "ProgressBar"]
+
+
+_ITERATION_CALLBACKS = (
+    "before_training_iteration", "before_forward", "after_forward", "before_backward",
+    "after_backward", "before_update", "after_update", "after_training_iteration",
+    "before_eval_iteration", "before_eval_forward", "after_eval_forward", "after_eval_iteration",
+)
+
+
+def _is_noop(obj, callback: str) -> bool:
+    """True when ``obj`` (a metric or logger) provably does nothing on ``callback``."""
+    from avalanche.evaluation.metric_definitions import GenericPluginMetric, PluginMetric
+
+    fn = getattr(type(obj), callback, None)
+    if fn is None or fn is getattr(PluginMetric, callback, object()):
+        return True
+    # Avalanche's generic metrics ignore every training callback when they are
+    # eval-mode metrics (and vice versa); see GenericPluginMetric's hooks.
+    if isinstance(obj, GenericPluginMetric) and fn is getattr(GenericPluginMetric, callback):
+        return obj._mode != ("eval" if "eval" in callback else "train")
+    return False
+
+
+class LeanEvaluationPlugin(EvaluationPlugin):
+    """Avalanche's ``EvaluationPlugin`` without the per-iteration cost of callbacks nobody uses.
+
+    Avalanche dispatches every callback to every metric and logger, copying the
+    experience each time (``experience.logging()``); on small models that costs
+    as much as the model. This subclass checks once, per per-iteration callback,
+    whether any metric or logger implements it, and returns immediately when
+    none does. Metrics and their values are exactly Avalanche's.
+    """
+
+    def _needed(self, callback: str) -> bool:
+        cache = self.__dict__.setdefault("_kta_needed", {})
+        if callback not in cache:
+            cache[callback] = not (
+                all(_is_noop(m, callback) for m in self.metrics)
+                and all(not hasattr(lg, callback) for lg in self.loggers)
+            )
+        return cache[callback]
+
+    def _update_metrics_and_loggers(self, strategy, callback: str):
+        if callback in _ITERATION_CALLBACKS and not self._needed(callback):
+            return []
+        return super()._update_metrics_and_loggers(strategy, callback)
+
+
+# Define the per-iteration callbacks as real methods: Avalanche's EvaluationPlugin
+# resolves them through a failing attribute lookup each time (an exception + a closure).
+for _cb in _ITERATION_CALLBACKS:
+    def _make(cb):
+        def hook(self, strategy, **kwargs):
+            return self._update_metrics_and_loggers(strategy, cb)
+        hook.__name__ = cb
+        return hook
+    setattr(LeanEvaluationPlugin, _cb, _make(_cb))
+del _cb
+
+
+def default_evaluator(log_dir: Optional[str] = None, loggers: Sequence = ()) -> EvaluationPlugin:
+    """Accuracy (per experience and stream), stream loss, forgetting and BWT.
+
+    Args:
+        log_dir: when given, a TensorBoard logger writes there.
+        loggers: further Avalanche loggers.
+    """
+    import warnings
+
+    loggers = list(loggers)
+    if log_dir is not None:
+        from avalanche.logging import TensorboardLogger
+
+        loggers.append(TensorboardLogger(tb_log_dir=str(log_dir)))
+    with warnings.catch_warnings():  # "No loggers specified": the matrix is our report
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return LeanEvaluationPlugin(
+            accuracy_metrics(experience=True, stream=True),
+            loss_metrics(stream=True),
+            forgetting_metrics(experience=True, stream=True),
+            bwt_metrics(experience=True, stream=True),
+            loggers=loggers,
+        )
+
+
+class ProgressBar(SupervisedPlugin):
+    """A tqdm bar over the training iterations of each experience."""
+
+    def __init__(self):
+        super().__init__()
+        self._bar = None
+
+    def before_training_exp(self, strategy, **kwargs):
+        from tqdm.auto import tqdm
+
+        try:
+            total = strategy.train_epochs * len(strategy.dataloader)
+        except TypeError:
+            total = None
+        exp = getattr(strategy.experience, "current_experience", "?")
+        self._bar = tqdm(total=total, desc=f"train exp {exp}", leave=False, mininterval=0.5, file=sys.stderr)
+
+    def after_training_iteration(self, strategy, **kwargs):
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def after_training_exp(self, strategy, **kwargs):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __getstate__(self):  # a tqdm bar cannot be pickled (checkpoints)
+        return {**self.__dict__, "_bar": None}
+
+
+class KTAStrategyMixin:
+    """Adds KTA's fast data path, defaults and seeding to an Avalanche template.
+
+    Args:
+        model: the network.
+        optimizer: a torch optimizer over ``model``'s parameters.
+        criterion: the loss (default cross-entropy).
+        train_mb_size: training minibatch size (default 64).
+        train_epochs: epochs per experience (default 1).
+        eval_mb_size: evaluation minibatch size (default 256).
+        device: ``"cpu"``, ``"cuda"``...
+        plugins: Avalanche / KTA plugins.
+        evaluator: an ``EvaluationPlugin``; default :func:`default_evaluator`.
+        eval_every: as in Avalanche (-1: no evaluation during training).
+        seed: seeds the per-epoch shuffling of the fast data path.
+        fast_data: use the tensor-batch loader when possible (default True).
+        log_dir: TensorBoard log folder for the default evaluator.
+        progress: show a tqdm bar; default: when stderr is a terminal.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        criterion: Optional[nn.Module] = None,
+        train_mb_size: int = 64,
+        train_epochs: int = 1,
+        eval_mb_size: int = 256,
+        device: Union[str, torch.device] = "cpu",
+        plugins: Optional[Sequence] = None,
+        evaluator: Optional[EvaluationPlugin] = None,
+        eval_every: int = -1,
+        seed: int = 0,
+        fast_data: bool = True,
+        log_dir: Optional[str] = None,
+        progress: Optional[bool] = None,
+        **kwargs,
+    ):
+        for name, value in (("train_mb_size", train_mb_size), ("train_epochs", train_epochs),
+                            ("eval_mb_size", eval_mb_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        plugins = list(plugins or [])
+        if progress is None:
+            progress = sys.stderr.isatty()
+        if progress:
+            plugins.append(ProgressBar())
+        self.seed = seed
+        self.fast_data = fast_data
+        self._data_generator = torch.Generator().manual_seed(seed)
+        super().__init__(
+            model=model,
+            optimizer=optimizer,
+            criterion=criterion if criterion is not None else nn.CrossEntropyLoss(),
+            train_mb_size=train_mb_size,
+            train_epochs=train_epochs,
+            eval_mb_size=eval_mb_size,
+            device=device,
+            plugins=plugins,
+            evaluator=evaluator if evaluator is not None else default_evaluator(log_dir),
+            eval_every=eval_every,
+            **kwargs,
+        )
+
+    # ---- fast data path ----------------------------------------------------------
+    def _tensor_fields(self):
+        if not self.fast_data:
+            return None
+        fields = tensor_view(self.adapted_dataset)
+        if fields is not None and self.device.type != "cpu":
+            fields = [f.to(self.device) for f in fields]
+        return fields
+
+    def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None,
+                              persistent_workers=False, drop_last=False, **kwargs):
+        fields = self._tensor_fields()
+        if fields is None:
+            return super().make_train_dataloader(
+                num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                persistent_workers=persistent_workers, drop_last=drop_last, **kwargs,
+            )
+        self.dataloader = TensorBatchLoader(
+            fields, self.train_mb_size, shuffle=shuffle, generator=self._data_generator, drop_last=drop_last
+        )
+
+    def make_eval_dataloader(self, num_workers=0, shuffle=False, pin_memory=None,
+                             persistent_workers=False, **kwargs):
+        fields = self._tensor_fields()
+        if fields is None:
+            return super().make_eval_dataloader(
+                num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                persistent_workers=persistent_workers, **kwargs,
+            )
+        self.dataloader = TensorBatchLoader(fields, self.eval_mb_size, shuffle=False)
+
+    # ---- plugin dispatch ----------------------------------------------------------
+    def _hooks_for(self, event: str):
+        """Bound hooks of the plugins that really implement ``event`` (cached per plugin list).
+
+        Avalanche's ``trigger_plugins`` calls every plugin on every event; most
+        hooks are the base class's no-ops. Skipping those keeps the order and the
+        arguments of every hook that does something.
+        """
+        cache = self.__dict__.setdefault("_kta_hooks", {})
+        key = (event, tuple(map(id, self.plugins)))
+        hooks = cache.get(key)
+        if hooks is None:
+            hooks = []
+            for p in self.plugins:
+                fn = getattr(type(p), event, None)
+                if fn is None and not hasattr(p, event):
+                    continue
+                if fn is not None and fn is getattr(SupervisedPlugin, event, None):
+                    continue  # the base no-op
+                if isinstance(p, LeanEvaluationPlugin) and event in _ITERATION_CALLBACKS and not p._needed(event):
+                    continue
+                hooks.append(getattr(p, event))
+            if len(cache) > 256:
+                cache.clear()
+            cache[key] = hooks
+        return hooks
+
+    # The data generator is part of the training state (checkpoint/resume).
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_data_generator"] = self._data_generator.get_state()
+        return state
+
+    def __setstate__(self, state):
+        g = torch.Generator()
+        g.set_state(state["_data_generator"])
+        state["_data_generator"] = g
+        self.__dict__.update(state)
+
+
+def _make_trigger(event):
+    def trigger(self, **kwargs):
+        for hook in self._hooks_for(event):
+            hook(self, **kwargs)
+    trigger.__name__ = "_" + event
+    return trigger
+
+
+for _event in _ITERATION_CALLBACKS:
+    setattr(KTAStrategyMixin, "_" + _event, _make_trigger(_event))
+del _event
+
+
+class Naive(KTAStrategyMixin, SupervisedTemplate):
+    """Fine-tune on each experience in turn (Avalanche's ``Naive``) on KTA's fast path."""
+
+
+class Cumulative(KTAStrategyMixin, _AvCumulative):
+    """Retrain on the union of all experiences so far (Avalanche's ``Cumulative``)."""
+
+
+class JointTraining(KTAStrategyMixin, _AvJointTraining):
+    """Train once on all experiences together (the offline upper bound), Avalanche's ``JointTraining``."""

@@ -1,0 +1,189 @@
+"""The ``kta`` command.
+
+    kta run --scenario split-digits --strategy naive --epochs 1 --seed 0 \\
+            [--plugin NAME:key=value,...] [--log-dir runs/x] [--json results.json]
+    kta list            # every scenario, strategy and plugin name
+
+Unknown names and bad values exit with status 2 and a one-line message that
+names the option.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main", "run"]
+
+
+class UsageError(Exception):
+    """A bad command-line value; ``option`` names the flag."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _registries():
+    from kta_plugins.base import PLUGINS
+    from scenarios.registry import SCENARIOS, load_all as load_scenarios
+
+    from .registry import STRATEGIES, load_all
+
+    load_scenarios()
+    load_all()
+
+    return SCENARIOS, STRATEGIES, PLUGINS
+
+
+def build_run(scenario: str, strategy: str, plugins: Sequence[str] = (), *, epochs: int = 1, seed: int = 0,
+              lr: float = 0.05, batch_size: int = 64, model: Optional[str] = None, device: str = "cpu",
+              log_dir: Optional[str] = None, progress: Optional[bool] = None):
+    """Build ``(benchmark, strategy)`` from command-line style specs. Raises :class:`UsageError`."""
+    import torch
+
+    from kta_plugins.nn import default_model_name, make_model
+    from scenarios.registry import RegistryError
+
+    SCENARIOS, STRATEGIES, PLUGINS = _registries()
+    if epochs < 1:
+        raise UsageError("--epochs", f"must be >= 1, got {epochs}")
+    if not lr > 0:
+        raise UsageError("--lr", f"must be > 0, got {lr}")
+    if batch_size < 1:
+        raise UsageError("--batch-size", f"must be >= 1, got {batch_size}")
+    seed_everything(seed)
+    try:
+        bm = SCENARIOS.build(scenario, seed=seed)
+    except RegistryError as e:
+        raise UsageError("--scenario", str(e)) from None
+    try:
+        net = make_model(model or default_model_name(bm.input_shape), bm.input_shape, bm.n_classes)
+    except ValueError as e:
+        raise UsageError("--model", str(e)) from None
+    built = []
+    for spec in plugins:
+        try:
+            built.append(PLUGINS.build(spec))
+        except RegistryError as e:
+            raise UsageError("--plugin", str(e)) from None
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    try:
+        strat = STRATEGIES.build(
+            strategy, model=net, optimizer=opt, train_epochs=epochs, train_mb_size=batch_size,
+            plugins=built, seed=seed, device=device, log_dir=log_dir, progress=progress,
+        )
+    except RegistryError as e:
+        raise UsageError("--strategy", str(e)) from None
+    return bm, strat
+
+
+def run(scenario: str = "split-digits", strategy: str = "naive", plugins: Sequence[str] = (), **kwargs) -> dict:
+    """Train ``strategy`` over ``scenario`` and return the accuracy matrix and its summary."""
+    from .base import JointTraining
+    from .results import average_accuracy, bwt, forgetting, train_and_evaluate
+
+    bm, strat = build_run(scenario, strategy, plugins, **kwargs)
+    A = train_and_evaluate(strat, bm, joint=isinstance(strat, JointTraining))
+    return {
+        "scenario": scenario, "strategy": strategy, "plugins": list(plugins),
+        "settings": {k: v for k, v in kwargs.items() if k != "progress"},
+        "accuracy_matrix": A.tolist(), "average_accuracy": average_accuracy(A),
+        "forgetting": forgetting(A), "bwt": bwt(A),
+    }
+
+
+def _cmd_run(args) -> int:
+    import numpy as np
+
+    from .results import format_report
+
+    result = run(
+        args.scenario, args.strategy, args.plugin, epochs=args.epochs, seed=args.seed, lr=args.lr,
+        batch_size=args.batch_size, model=args.model, device=args.device, log_dir=args.log_dir,
+    )
+    title = f"{args.scenario} | {args.strategy}" + "".join(f" + {p}" for p in args.plugin) + \
+        f" | {args.epochs} epoch(s), seed {args.seed}"
+    print(format_report(np.array(result["accuracy_matrix"]), title=title))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    for reg in _registries():
+        print(f"{reg.kind}s:")
+        for name in reg.names():
+            print(f"  {name:<22} {reg.help(name)}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2
+        self.exit(2, f"kta: error: {message}\n")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kta", description="Knowledge transfer and adaptation on Avalanche.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="train a strategy over a stream and print the accuracy matrix")
+    r.add_argument("--scenario", default="split-digits", help="scenario name[:key=value,...] (see `kta list`)")
+    r.add_argument("--strategy", default="naive", help="strategy name[:key=value,...]")
+    r.add_argument("--plugin", action="append", default=[], metavar="NAME:key=value,...",
+                   help="add a plugin (repeatable)")
+    r.add_argument("--epochs", type=int, default=1, help="epochs per experience (default 1)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--lr", type=float, default=0.05, help="SGD learning rate, momentum 0.9 (default 0.05)")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--model", default=None, help="mlp, cnn1d or cnn (default: by input shape)")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--log-dir", default=None, help="TensorBoard log folder (e.g. runs/x)")
+    r.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    r.set_defaults(func=_cmd_run)
+    ls = sub.add_parser("list", help="list scenario, strategy and plugin names")
+    ls.set_defaults(func=_cmd_list)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = make_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"kta: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
