@@ -272,9 +272,10 @@ class KTAStrategyMixin:
         hooks are the base class's no-ops. Skipping those keeps the order and the
         arguments of every hook that does something.
         """
-        cache = self.__dict__.setdefault("_kta_hooks", {})
-        key = (event, tuple(map(id, self.plugins)))
-        hooks = cache.get(key)
+        if self.__dict__.get("_kta_hooks_plugins") != self.plugins:  # plugins added or removed
+            self._kta_hooks_plugins = list(self.plugins)
+            self._kta_hooks = {}
+        hooks = self._kta_hooks.get(event)
         if hooks is None:
             hooks = []
             for p in self.plugins:
@@ -286,15 +287,15 @@ class KTAStrategyMixin:
                 if isinstance(p, LeanEvaluationPlugin) and event in _ITERATION_CALLBACKS and not p._needed(event):
                     continue
                 hooks.append(getattr(p, event))
-            if len(cache) > 256:
-                cache.clear()
-            cache[key] = hooks
+            self._kta_hooks[event] = hooks
         return hooks
 
     # The data generator is part of the training state (checkpoint/resume).
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_data_generator"] = self._data_generator.get_state()
+        state.pop("_kta_hooks", None)  # a cache of bound methods, rebuilt on demand
+        state.pop("_kta_hooks_plugins", None)
         return state
 
     def __setstate__(self, state):

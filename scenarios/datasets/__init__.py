@@ -1,5 +1,6 @@
 """Datasets that work offline: embedded generators and local torchvision folders."""
 from ._tensor import TensorClassificationDataset
 from .embedded import cache_dir, digits, mnist1d, mnist1d_args
+from .local import omniglot_local, torchvision_local
 
-__all__ = ["TensorClassificationDataset", "cache_dir", "digits", "mnist1d", "mnist1d_args"]
+__all__ = ["TensorClassificationDataset", "cache_dir", "digits", "mnist1d", "mnist1d_args", "omniglot_local", "torchvision_local"]
