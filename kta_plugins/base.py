@@ -212,6 +212,11 @@ class KTAPlugin(SupervisedPlugin):
     """
 
     state_attrs: Sequence[str] = ()
+    #: keyword arguments that build a working instance for ``check_plugin`` (whose default
+    #: model is an MLP with submodules ``features`` and ``classifier``).
+    check_args: dict = {}
+    #: optional zero-argument model factory ``check_plugin`` uses instead of that MLP.
+    check_model = None
 
     def __init__(self):
         super().__init__()

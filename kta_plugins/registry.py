@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from .base import PLUGINS, register_plugin
+from .base import PLUGINS, check_choice, check_int, check_positive, register_plugin
 
 __all__ = ["PLUGINS", "register_plugin", "load_all"]
 
@@ -25,8 +25,10 @@ def replay(mem_size: int = 200, batch_size: Optional[int] = None, batch_size_mem
     """Avalanche's ReplayPlugin: experience replay from a class-balanced-by-experience buffer."""
     from avalanche.training.plugins import ReplayPlugin
 
-    if mem_size < 1:
-        raise ValueError(f"mem_size must be >= 1, got {mem_size}")
+    check_int("mem_size", mem_size, minimum=1)
+    for name, value in (("batch_size", batch_size), ("batch_size_mem", batch_size_mem)):
+        if value is not None:
+            check_int(name, value, minimum=1)
     return ReplayPlugin(mem_size=mem_size, batch_size=batch_size, batch_size_mem=batch_size_mem)
 
 
@@ -35,10 +37,8 @@ def lwf(alpha: float = 1.0, temperature: float = 2.0):
     """Avalanche's LwFPlugin: Learning without Forgetting (Li & Hoiem 2016)."""
     from avalanche.training.plugins import LwFPlugin
 
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_positive("alpha", alpha, strict=False)
+    check_positive("temperature", temperature)
     return LwFPlugin(alpha=alpha, temperature=temperature)
 
 
@@ -48,8 +48,12 @@ def ewc(ewc_lambda: float = 100.0, mode: Literal["separate", "online"] = "separa
     """Avalanche's EWCPlugin: Elastic Weight Consolidation (Kirkpatrick et al. 2017)."""
     from avalanche.training.plugins import EWCPlugin
 
-    if ewc_lambda < 0:
-        raise ValueError(f"ewc_lambda must be >= 0, got {ewc_lambda}")
-    if mode == "online" and decay_factor is None:
+    check_positive("ewc_lambda", ewc_lambda, strict=False)
+    check_choice("mode", mode, ["separate", "online"])
+    if decay_factor is not None:
+        if mode != "online":
+            raise ValueError(f"decay_factor is only used with mode='online', got mode={mode!r}")
+        check_positive("decay_factor", decay_factor)
+    elif mode == "online":
         decay_factor = 1.0
     return EWCPlugin(ewc_lambda=ewc_lambda, mode=mode, decay_factor=decay_factor)
