@@ -119,6 +119,18 @@ def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
+def _same_definition(a, b) -> bool:
+    """True when ``b`` is ``a`` defined again (the same file imported twice)."""
+    def source(obj):
+        code = getattr(obj, "__code__", None)
+        if code is None and inspect.isclass(obj):  # a class: the file of its first method
+            code = next((v.__code__ for v in vars(obj).values() if hasattr(v, "__code__")), None)
+        return code.co_filename if code is not None else None
+
+    return getattr(a, "__qualname__", 1) == getattr(b, "__qualname__", 2) and source(a) is not None \
+        and source(a) == source(b)
+
+
 class Registry:
     """Maps command-line names to factories (classes or functions).
 
@@ -140,7 +152,7 @@ class Registry:
             raise ValueError(f"{self.kind} name must be a non-empty string without ':', ',', '=' or spaces, got {name!r}")
 
         def deco(f):
-            if name in self._entries and self._entries[name] is not f:
+            if name in self._entries and self._entries[name] is not f and not _same_definition(self._entries[name], f):
                 raise ValueError(f"{self.kind} name {name!r} is already registered to {self._entries[name]!r}")
             self._entries[name] = f
             doc = inspect.getdoc(f) or ""

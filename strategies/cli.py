@@ -124,9 +124,34 @@ def run(scenario: str = "split-digits", strategy: str = "naive", plugins: Sequen
     }
 
 
+def import_extensions(paths: Sequence[str]) -> None:
+    """Import user modules (dotted names or ``.py`` files) so that their plugins, strategies
+    and scenarios register before names are resolved."""
+    import importlib
+    import importlib.util
+
+    for target in paths:
+        try:
+            if target.endswith(".py"):
+                path = Path(target)
+                if not path.is_file():
+                    raise FileNotFoundError(f"no such file: {path}")
+                spec = importlib.util.spec_from_file_location(f"kta_user_{path.stem}", path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(target)
+        except ValueError as e:
+            raise UsageError("--import", f"{target}: {e}") from None
+        except (ImportError, OSError) as e:
+            raise UsageError("--import", f"cannot import {target}: {e}") from None
+
+
 def _cmd_run(args) -> int:
     import numpy as np
 
+    import_extensions(args.imports)
     from .results import format_report
 
     result = run(
@@ -172,6 +197,8 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu")
     r.add_argument("--log-dir", default=None, help="TensorBoard log folder (e.g. runs/x)")
     r.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    r.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py",
+                   help="import a module that registers your own plugins / strategies / scenarios")
     r.set_defaults(func=_cmd_run)
     ls = sub.add_parser("list", help="list scenario, strategy and plugin names")
     ls.set_defaults(func=_cmd_list)

@@ -1,0 +1,33 @@
+"""A complete KTA plugin: the README's "Write your own plugin" example.
+
+    kta run --import examples/my_plugin.py --plugin l2-init:strength=0.01
+"""
+import torch
+
+from kta_plugins import KTAPlugin, check_positive, register_plugin
+
+
+@register_plugin("l2-init")
+class L2Init(KTAPlugin):
+    """Pull the weights towards their values when training started (an L2-SP-style regularizer).
+
+    loss <- loss + strength * sum_i ||w_i - w_i^0||^2, with w^0 taken at the first experience.
+
+    Args:
+        strength: weight of the penalty (> 0, default 0.01).
+    """
+
+    state_attrs = ("anchor",)  # saved by state_dict(), restored by load_state_dict()
+
+    def __init__(self, strength: float = 0.01):
+        super().__init__()
+        self.strength = check_positive("strength", strength)  # errors name the argument
+        self.anchor = None
+
+    def before_training_exp(self, strategy, **kwargs):
+        if self.anchor is None:
+            self.anchor = {n: p.detach().clone() for n, p in strategy.model.named_parameters()}
+
+    def before_backward(self, strategy, **kwargs):
+        penalty = sum(((p - self.anchor[n]) ** 2).sum() for n, p in strategy.model.named_parameters())
+        strategy.loss = strategy.loss + self.strength * penalty
