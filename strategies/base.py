@@ -49,8 +49,10 @@ from scenarios.loaders import TensorBatchLoader, tensor_view
 __all__ = ["KTAStrategyMixin", "Naive", "Cumulative", "JointTraining", "default_evaluator", "ProgressBar"]
 
 
+# Callbacks that run once per minibatch or epoch: KTA dispatches them only to the
+# plugins, metrics and loggers that implement them.
 _ITERATION_CALLBACKS = (
-    "before_training_iteration", "before_forward", "after_forward", "before_backward",
+    "before_training_epoch", "after_training_epoch", "before_training_iteration", "before_forward", "after_forward", "before_backward",
     "after_backward", "before_update", "after_update", "after_training_iteration",
     "before_eval_iteration", "before_eval_forward", "after_eval_forward", "after_eval_iteration",
 )
