@@ -167,6 +167,23 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .compare import ConfigError, compare, load_config
+
+    import_extensions(args.imports)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        raise UsageError("config", str(e)) from None
+    if args.jobs < 1:
+        raise UsageError("--jobs", f"must be >= 1, got {args.jobs}")
+    results = compare(cfg, out_dir=args.out, jobs=args.jobs)
+    out = args.out or cfg.output or str(Path("results") / cfg.path.stem)
+    print((Path(out) / "summary.md").read_text(), end="")
+    print(f"{sum(r['status'] == 'finished' for r in results)}/{len(results)} runs finished; results in {out}/")
+    return 0 if all(r["status"] == "finished" for r in results) else 1
+
+
 def _cmd_list(args) -> int:
     for reg in _registries():
         print(f"{reg.kind}s:".replace("ys:", "ies:"))
@@ -200,6 +217,12 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py",
                    help="import a module that registers your own plugins / strategies / scenarios")
     r.set_defaults(func=_cmd_run)
+    c = sub.add_parser("compare", help="strategies x scenarios x seeds from a YAML config; resumable")
+    c.add_argument("config", help="YAML config (see strategies/compare.py)")
+    c.add_argument("--out", default=None, help="output folder (default: results/<config name>)")
+    c.add_argument("--jobs", type=int, default=1, help="runs at a time (local process pool)")
+    c.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py")
+    c.set_defaults(func=_cmd_compare)
     ls = sub.add_parser("list", help="list scenario, strategy and plugin names")
     ls.set_defaults(func=_cmd_list)
     return p

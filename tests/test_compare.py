@@ -1,0 +1,133 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from strategies.cli import main
+from strategies.compare import ConfigError, compare, load_config
+
+CONFIG = """\
+seeds: [0]
+scenarios: [split-digits]
+settings: {epochs: 5, batch_size: 16}
+strategies:
+  - name: replay-free
+    strategy: naive
+    plugins: ["ewc:ewc_lambda=5"]
+"""
+
+
+def _write(tmp_path, text, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_kill_midway_and_resume_gives_identical_results(tmp_path):
+    """SIGKILL after the second experience's checkpoint; the re-run ends with the uninterrupted numbers."""
+    plugin_cfg = CONFIG.replace('["ewc:ewc_lambda=5"]', '["l2-init:strength=0.001"]')
+    cfg = _write(tmp_path, plugin_cfg)
+    example = str(Path(__file__).parent.parent / "examples" / "my_plugin.py")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "strategies.cli", "compare", str(cfg), "--out", str(out), "--import", example]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "runs" / "split-digits__replay-free__seed0" / "checkpoint.pt"
+    deadline = time.time() + 240
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                n = torch.load(ckpt, weights_only=True)["next_exp"]
+            except Exception:  # being replaced right now
+                n = 0
+            if n >= 2:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = n
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None, "the run finished before it could be killed"
+    result_file = out / "runs" / "split-digits__replay-free__seed0" / "result.json"
+    assert not result_file.exists()
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    resumed = json.loads(result_file.read_text())
+    assert resumed["resumed_from_experience"] == killed_at
+    from strategies.cli import import_extensions
+
+    import_extensions([example])
+    (full,) = compare(cfg, out_dir=tmp_path / "full")  # uninterrupted, in this process
+    assert full["resumed_from_experience"] is None
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    for key in ("average_accuracy", "forgetting", "bwt", "forward_transfer"):
+        assert resumed[key] == full[key]
+
+
+def test_outputs_and_skip_finished(tmp_path):
+    cfg = _write(tmp_path, """\
+seeds: [0, 1]
+scenarios: [split-digits]
+settings: {epochs: 1}
+strategies:
+  - {name: naive, strategy: naive}
+  - {name: replay, strategy: naive, plugins: ["replay:mem_size=100"]}
+""")
+    out = tmp_path / "out"
+    results = compare(cfg, out_dir=out)
+    assert len(results) == 4 and all(r["status"] == "finished" for r in results)
+    for f in ("results.csv", "summary.md", "comparison.png", "heatmaps/split-digits__naive.png"):
+        assert (out / f).exists(), f
+    r = results[0]
+    assert len(r["accuracy_matrix"]) == 5 and len(r["train_time_s"]) == 5 and len(r["peak_rss_mb"]) == 5
+    assert "forward_transfer" in r and "| split-digits | replay | 2 |" in (out / "summary.md").read_text()
+    assert not list(out.rglob("checkpoint.pt")) and not list(out.rglob("*.tmp"))
+    stamp = (out / "runs" / r["run"] / "result.json").stat().st_mtime_ns
+    again = compare(cfg, out_dir=out)
+    assert again == results and (out / "runs" / r["run"] / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_nan_loss_stops_that_run_only(tmp_path):
+    cfg = _write(tmp_path, """\
+seeds: [0]
+scenarios: [split-digits]
+settings: {epochs: 1, lr: 1.0e+30}
+strategies:
+  - {name: exploding, strategy: naive}
+""")
+    (res,) = compare(cfg, out_dir=tmp_path / "out")
+    assert res["status"] == "failed" and "non-finite loss" in res["message"]
+    assert "failed" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("seeds: [0]\nscenarios: [split-digits]\nstrategies:\n  - {name: a, strategy: nope}\n",
+     ":4: strategies[0].strategy: unknown strategy 'nope'"),
+    ("seeds: [0]\nscenarios: [nowhere]\nstrategies:\n  - {name: a, strategy: naive}\n",
+     ":2: scenarios[0]: unknown scenario 'nowhere'"),
+    ("seeds: [0]\nstrategies:\n  - {name: a, strategy: naive}\n", "scenarios: missing"),
+    ("seeds: zero\nscenarios: [split-digits]\nstrategies: []\n", ":1: seeds: must be a list"),
+    ("seeds: [0]\nscenarios: [split-digits]\nsettings:\n  epochs: many\nstrategies:\n  - {name: a, strategy: naive}\n",
+     ":4: settings.epochs: must be int"),
+    ("seeds: [0]\nscenarios: [split-digits]\nstrategies:\n  - {name: a, strategy: naive, plugins: ['replay:mem_size=x']}\n",
+     "strategies[0].plugins[0]: plugin 'replay': option 'mem_size'"),
+    ("seeds: [0]\nscenarios: [split-digits]\ncolour: blue\nstrategies:\n  - {name: a, strategy: naive}\n",
+     ":3: colour: unknown key"),
+])
+def test_bad_configs_exit_2_naming_the_key_and_write_nothing(tmp_path, capsys, text, needle):
+    cfg = _write(tmp_path, text)
+    out = tmp_path / "out"
+    assert main(["compare", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_config_is_safe_yaml(tmp_path):
+    cfg = _write(tmp_path, "seeds: !!python/object/apply:os.system ['echo hi']\nscenarios: []\nstrategies: []\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(cfg)
