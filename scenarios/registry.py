@@ -155,8 +155,10 @@ class Registry:
             if name in self._entries and self._entries[name] is not f and not _same_definition(self._entries[name], f):
                 raise ValueError(f"{self.kind} name {name!r} is already registered to {self._entries[name]!r}")
             self._entries[name] = f
-            doc = inspect.getdoc(f) or ""
-            self._help[name] = help or (doc.splitlines()[0] if doc else "")
+            doc = (inspect.getdoc(f) or "").split("\n\n")[0].replace("\n", " ")
+            if len(doc) > 100:
+                doc = doc[:97].rsplit(" ", 1)[0] + "..."
+            self._help[name] = help or doc
             return f
 
         return deco if factory is None else deco(factory)
