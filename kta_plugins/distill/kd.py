@@ -1,0 +1,90 @@
+"""Logit knowledge distillation (Hinton, Vinyals & Dean 2015)."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..base import check_positive, check_range, register_plugin
+from .base import PREVIOUS, DistillationPlugin
+
+__all__ = ["KDLoss", "KD"]
+
+
+class KDLoss(nn.Module):
+    """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network".
+
+    ``loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)``
+
+    with the KL divergence averaged over the batch (``batchmean``). The ``T^2``
+    factor keeps the soft term's gradients at the scale of the hard term's when
+    ``T`` changes. Without targets only the soft term ``alpha * T^2 * KL`` is returned.
+
+    Args:
+        temperature: softmax temperature ``T`` (default 4.0).
+        alpha: weight of the soft term, in ``[0, 1]`` (default 0.9).
+
+    Example:
+        >>> loss_fn = KDLoss(temperature=4.0, alpha=0.9)
+        >>> loss = loss_fn(student(x), teacher(x).detach(), y)
+        >>> loss.backward()
+    """
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9):
+        super().__init__()
+        self.temperature = check_positive("temperature", temperature)
+        self.alpha = check_range("alpha", alpha, 0.0, 1.0)
+
+    def soft_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """``T^2 * KL(softmax(t / T) || softmax(s / T))``, averaged over the batch."""
+        T = self.temperature
+        return F.kl_div(
+            F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
+            reduction="batchmean", log_target=True,
+        ) * T * T
+
+    def forward(self, student_logits, teacher_logits, targets: Optional[torch.Tensor] = None):
+        soft = self.alpha * self.soft_loss(student_logits, teacher_logits)
+        if targets is None:
+            return soft
+        return soft + (1 - self.alpha) * F.cross_entropy(student_logits, targets)
+
+
+@register_plugin("kd")
+class KD(DistillationPlugin):
+    """Logit distillation (Hinton et al. 2015) from a teacher, as an Avalanche plugin.
+
+    Replaces the strategy's criterion term ``CE`` by
+    ``(1 - alpha) * CE + alpha * T^2 * KL(softmax(t / T) || softmax(s / T))``
+    (:class:`KDLoss`); other plugins' terms in ``strategy.loss`` are left as they are.
+    The KL runs over the classes the teacher knows (see
+    :mod:`kta_plugins.distill.base`: growing heads, multi-head models, ``"previous"``).
+
+    Args:
+        teacher: an ``nn.Module``, a checkpoint path, or ``"previous"`` (the
+            student at the end of the previous experience; default).
+        temperature: ``T`` (default 4.0).
+        alpha: weight of the soft term in ``[0, 1]`` (default 0.9).
+
+    Example:
+        >>> from kta_plugins.distill import KD
+        >>> kd = KD(teacher=trained_cnn, temperature=4.0, alpha=0.9)
+        >>> strategy = Naive(model=student, optimizer=opt, plugins=[kd])
+        >>> strategy.train(bm.train_stream[0])
+        >>> # command line: kta run --plugin kd:teacher=previous,temperature=2
+    """
+
+    def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, temperature: float = 4.0, alpha: float = 0.9):
+        super().__init__(teacher)
+        self.loss_fn = KDLoss(temperature=temperature, alpha=alpha)
+        self.temperature, self.alpha = temperature, alpha
+
+    def distillation_loss(self, strategy):
+        pairs = self.logit_pairs(strategy)
+        if not pairs:
+            return 0.0
+        soft = sum(self.loss_fn.soft_loss(s, t) for s, t, _ in pairs)
+        # (1 - alpha) * CE + alpha * T^2 KL: the criterion is already in strategy.loss once.
+        return self.alpha * (soft - strategy.criterion())
