@@ -1,0 +1,77 @@
+"""Soft parameter sharing: an L2 tie between task towers (M2)."""
+from __future__ import annotations
+
+from ..base import KTAPlugin, check_positive, check_type, register_plugin
+from ..nn.tap import resolve_module
+
+__all__ = ["SoftSharingPenalty"]
+
+
+def _towers(model, name):
+    module = resolve_module(model, name, argument="towers")
+    children = list(module.children())
+    if len(children) < 2:
+        raise ValueError(f"towers={name!r} must hold at least two towers (children), got {len(children)}")
+    shapes = [[tuple(p.shape) for p in c.parameters()] for c in children]
+    if any(s != shapes[0] for s in shapes[1:]):
+        raise ValueError(f"towers={name!r}: the towers must have identical parameter shapes to be tied; got {shapes}")
+    return children
+
+
+def _check_model():
+    """Two identical MLP towers over 8x8 digits (4 classes), outputs averaged."""
+    from torch import nn
+
+    from ..nn import MLP
+
+    class TwoTowers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.towers = nn.ModuleList([MLP((1, 8, 8), 4, hidden=(16,)) for _ in range(2)])
+
+        def forward(self, x):
+            return sum(t(x) for t in self.towers) / len(self.towers)
+
+    return TwoTowers()
+
+
+@register_plugin("soft-sharing")
+class SoftSharingPenalty(KTAPlugin):
+    """Soft parameter sharing (Duong et al. 2015; Ruder 2017's overview): one tower per task,
+    tied by an L2 penalty between corresponding parameters.
+
+    Formula: ``loss += strength * sum_{a < b} sum_p ||theta_a^p - theta_b^p||^2`` over the
+    children of the ``towers`` module (e.g. :class:`kta_plugins.nn.multitask.SoftSharing`).
+    Under ``MultiTask`` the penalty stays outside the per-task terms, so weighting
+    plugins leave it unweighted.
+
+    Args:
+        strength: the tie's strength (default 1e-3).
+        towers: the module whose children are the towers (default ``"towers"``).
+
+    Example:
+        >>> net = SoftSharing(bm.tasks, input_shape=bm.input_shape)
+        >>> MultiTask(model=net, optimizer=opt, plugins=[SoftSharingPenalty(strength=1e-3)])
+    """
+
+    check_model = staticmethod(_check_model)
+
+    def __init__(self, strength: float = 1e-3, towers: str = "towers"):
+        super().__init__()
+        self.strength = check_positive("strength", strength, strict=False)
+        self.towers = check_type("towers", towers, str)
+
+    def before_training_exp(self, strategy, **kwargs):
+        _towers(strategy.model, self.towers)  # a missing or mismatched module fails here, before training
+
+    def penalty(self, model):
+        towers = _towers(model, self.towers)
+        params = [list(t.parameters()) for t in towers]
+        total = 0.0
+        for a in range(len(params)):
+            for b in range(a + 1, len(params)):
+                total = total + sum(((p - q) ** 2).sum() for p, q in zip(params[a], params[b]))
+        return total
+
+    def before_backward(self, strategy, **kwargs):
+        strategy.loss = strategy.loss + self.strength * self.penalty(strategy.model)

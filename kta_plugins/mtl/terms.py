@@ -1,0 +1,147 @@
+"""What the multi-task plugins share: the loss terms of a minibatch and the gradients w.r.t. shared parts.
+
+:func:`loss_terms` returns the terms a plugin weights or arbitrates between:
+
+* with :class:`strategies.multitask.MultiTask` (any strategy exposing a
+  non-empty ``strategy.task_losses`` dict): one term per task;
+* with any other strategy (M9, the terms a continual strategy sums):
+  ``new`` (the criterion on the minibatch samples whose class is in the
+  current experience), ``replay`` (the criterion on the other samples, e.g.
+  those a replay buffer mixed in), and ``regularizers`` (everything plugins
+  added to ``strategy.loss`` after the criterion: distillation, EWC, L2-SP...).
+  The split assumes a mean-reduced criterion (cross-entropy): each part is
+  scaled by its share of the minibatch, so the terms sum to the original loss.
+
+Whatever is in ``strategy.loss`` and not in the terms (``rest``, e.g. the
+soft-sharing penalty under ``MultiTask``) is kept unweighted. Put weighting and
+surgery plugins after the plugins that add terms in the ``plugins`` list.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from torch import nn
+
+from ..base import check_choice, check_type
+from ..nn.tap import FeatureTap, resolve_module
+
+__all__ = ["loss_terms", "SharedGradients", "task_gradients", "redirect_gradient", "apply_weights"]
+
+
+def loss_terms(strategy):
+    """``(names, losses, kinds, rest)`` of the current minibatch (see the module docstring).
+
+    ``kinds[k]`` is ``"regression"`` or ``"classification"``; ``rest`` is the
+    part of ``strategy.loss`` outside the terms.
+    """
+    task_losses = getattr(strategy, "task_losses", None)
+    if isinstance(task_losses, dict) and task_losses:
+        tasks = getattr(strategy, "tasks", None) or {}
+        names = list(task_losses)
+        losses = [task_losses[n] for n in names]
+        kinds = ["regression" if tasks.get(n) == "regression" else "classification" for n in names]
+        return names, losses, kinds, strategy.loss - sum(losses)
+    out, y = strategy.mb_output, strategy.mb_y
+    criterion = strategy._criterion
+    base = criterion(out, y)
+    classes = getattr(getattr(strategy, "experience", None), "classes_in_this_experience", None)
+    names, losses = [], []
+    new = None
+    if classes and y.dtype in (torch.int64, torch.int32):
+        new = torch.isin(y, torch.as_tensor(sorted(int(c) for c in classes), device=y.device))
+    if new is None or bool(new.all()):
+        names, losses = ["new"], [base]
+    elif not bool(new.any()):
+        names, losses = ["replay"], [base]
+    else:
+        n = len(y)
+        n_new = int(new.sum())
+        names = ["new", "replay"]
+        losses = [criterion(out[new], y[new]) * (n_new / n), criterion(out[~new], y[~new]) * ((n - n_new) / n)]
+    reg = strategy.loss - base
+    if isinstance(reg, torch.Tensor) and reg.requires_grad and float(reg.detach().abs()) > 0:
+        names.append("regularizers")
+        losses.append(reg)
+    return names, losses, ["classification"] * len(names), strategy.loss - sum(losses)
+
+
+def apply_weights(strategy, losses, weights, rest) -> None:
+    """``strategy.loss = rest + sum_k weights[k] * losses[k]``."""
+    strategy.loss = rest + sum(w * l for w, l in zip(weights, losses))
+
+
+def task_gradients(losses, tensors) -> torch.Tensor:
+    """``(K, D)``: row ``k`` is ``d losses[k] / d tensors`` flattened (zeros where unused)."""
+    rows = []
+    for loss in losses:
+        if not (isinstance(loss, torch.Tensor) and loss.requires_grad):
+            rows.append(torch.cat([torch.zeros_like(t).reshape(-1) for t in tensors]))
+            continue
+        grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(t)).reshape(-1)
+                               for g, t in zip(grads, tensors)]))
+    return torch.stack(rows)
+
+
+def redirect_gradient(strategy, tensors, current: torch.Tensor, wanted: torch.Tensor) -> None:
+    """Make ``strategy.loss``'s gradient w.r.t. ``tensors`` move from ``current`` to ``wanted``
+    (flattened), leaving its value and every other gradient unchanged.
+
+    Adds ``<t, wanted - current> - stop_gradient(<t, wanted - current>)``.
+    """
+    delta = (wanted - current).detach()
+    extra, offset = 0.0, 0
+    for t in tensors:
+        n = t.numel()
+        extra = extra + (t * delta[offset:offset + n].view_as(t)).sum()
+        offset += n
+    strategy.loss = strategy.loss + (extra - extra.detach())
+
+
+class SharedGradients:
+    """The tensors w.r.t. which per-task gradients are taken: the parameters of the shared module
+    (``wrt="parameters"``) or its output, read with a :class:`~kta_plugins.nn.FeatureTap`
+    (``wrt="representation"``, cheaper: MGDA-UB's choice).
+
+    Args:
+        shared: the shared module's name in ``model.named_modules()`` (default ``"features"``:
+            the trunk of :class:`~kta_plugins.nn.multitask.HardSharing` and of KTA's backbones).
+        wrt: ``"parameters"`` or ``"representation"``.
+    """
+
+    def __init__(self, shared: str = "features", wrt: Literal["parameters", "representation"] = "parameters"):
+        self.shared = check_type("shared", shared, str)
+        self.wrt = check_choice("wrt", wrt, ("parameters", "representation"))
+        self.tap: Optional[FeatureTap] = None
+        self.params: list = []
+
+    def attach(self, model: nn.Module) -> None:
+        module = resolve_module(model, self.shared, argument="shared")
+        self.detach()
+        if self.wrt == "representation":
+            self.tap = FeatureTap(model, [self.shared])
+        else:
+            self.params = [p for p in module.parameters() if p.requires_grad]
+            if not self.params:
+                raise ValueError(f"shared={self.shared!r} has no trainable parameters")
+
+    def tensors(self) -> list:
+        if self.wrt == "parameters":
+            return self.params
+        if self.tap is None:
+            raise RuntimeError("SharedGradients.attach(model) must run before tensors()")
+        z = self.tap[self.shared]
+        if not isinstance(z, torch.Tensor):
+            raise ValueError(f"shared={self.shared!r} outputs {type(z).__name__}, not one tensor; "
+                             "use wrt='parameters'")
+        return [z]
+
+    def detach(self) -> None:
+        if self.tap is not None:
+            self.tap.remove()
+            self.tap = None
+        self.params = []
+
+    def __getstate__(self):
+        return {"shared": self.shared, "wrt": self.wrt, "tap": None, "params": []}
