@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import warnings
@@ -154,10 +155,15 @@ def _cmd_run(args) -> int:
     import_extensions(args.imports)
     from .results import format_report
 
+    log_dir = args.log_dir
+    if log_dir is None:
+        log_dir = str(Path("runs") / re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{args.scenario}__{args.strategy}__seed{args.seed}"))
+    elif log_dir.lower() == "none":
+        log_dir = None
     result = run(
         args.scenario, args.strategy, args.plugin, epochs=args.epochs, seed=args.seed, lr=args.lr,
         momentum=args.momentum,
-        batch_size=args.batch_size, model=args.model, device=args.device, log_dir=args.log_dir,
+        batch_size=args.batch_size, model=args.model, device=args.device, log_dir=log_dir,
     )
     title = f"{args.scenario} | {args.strategy}" + "".join(f" + {p}" for p in args.plugin) + \
         f" | {args.epochs} epoch(s), seed {args.seed}"
@@ -212,7 +218,8 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=16, help="training minibatch size (default 16)")
     r.add_argument("--model", default=None, help="mlp, cnn1d or cnn (default: by input shape)")
     r.add_argument("--device", default="cpu")
-    r.add_argument("--log-dir", default=None, help="TensorBoard log folder (e.g. runs/x)")
+    r.add_argument("--log-dir", default=None,
+                   help="TensorBoard log folder (default runs/<scenario>__<strategy>__seed<seed>; 'none' for no logs)")
     r.add_argument("--json", default=None, help="also write the results as JSON to this file")
     r.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py",
                    help="import a module that registers your own plugins / strategies / scenarios")

@@ -84,3 +84,11 @@ def test_registry_parsing_from_signature():
     assert parse_spec("kd:teacher=previous,T=4") == ("kd", {"teacher": "previous", "T": "4"})
     with pytest.raises(ValueError, match="already registered"):
         reg.register("t", lambda: None)
+
+
+def test_kta_run_writes_tensorboard_logs_under_runs(tmp_path):
+    assert main(["run", "--scenario", "split-digits", "--epochs", "1"]) == 0  # cwd is tmp_path (conftest)
+    logs = list((tmp_path / "runs" / "split-digits__naive__seed0").glob("events.out.tfevents.*"))
+    assert logs and logs[0].stat().st_size > 0
+    assert main(["run", "--scenario", "split-digits", "--epochs", "1", "--seed", "1", "--log-dir", "none"]) == 0
+    assert not (tmp_path / "runs" / "split-digits__naive__seed1").exists()
