@@ -10,7 +10,7 @@ incremental), an MLP trained with Naive fine-tuning, Avalanche's LwF, KTA's
 distillation from the previous experience's model with each loss, replay, and
 replay + KD. Final average accuracy and forgetting, mean ± std over 3 seeds.
 
-    python examples/distillation.py            # the full run (see docs/readme/distillation.md)
+    python examples/distillation.py            # the full run (see README.md)
     python examples/distillation.py --quick    # about a minute
     python examples/distillation.py --part offline --seeds 0 1 2
 """

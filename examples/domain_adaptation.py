@@ -18,7 +18,7 @@ alignment plugin with ``stream=True`` (a 200-sample buffer of past domains, whos
 labeled samples are also replayed), and "replay only" (the same buffer and
 replay, alignment weight 0); accuracy on every domain after the last experience.
 
-    python examples/domain_adaptation.py            # the full run (docs/readme/domain_adaptation.md)
+    python examples/domain_adaptation.py            # the full run (README.md)
     python examples/domain_adaptation.py --quick    # about a minute
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from scenarios.streams import domain_incremental
 from strategies import Naive
 from strategies.results import accuracy_row
 
-# The recipe (see docs/readme/domain_adaptation.md): every method shares the source-only run's model,
+# The recipe (see README.md): every method shares the source-only run's model,
 # optimizer (SGD, momentum 0.9), epochs and batch size; alignment sits on the penultimate layer
 # ("features"); DANN/CDAN use Ganin's schedule over the whole run with a capped lambda_max and a
 # domain head trained at the same rate.

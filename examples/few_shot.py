@@ -7,7 +7,7 @@ Siamese), meta-train with :func:`strategies.meta.run_few_shot` and report the
 mean accuracy on 600 episodes of unseen classes with its 95% confidence
 interval, averaged over seeds, and the standard deviation across seeds.
 
-    python examples/few_shot.py            # 3 seeds, the full budget (see docs/readme/few_shot.md)
+    python examples/few_shot.py            # 3 seeds, the full budget (see README.md)
     python examples/few_shot.py --quick    # 1 seed, a few dozen meta-iterations, 100 episodes (~1 minute)
 
 CPU only, offline; torch uses one thread.

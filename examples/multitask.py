@@ -7,7 +7,7 @@ tower per task + L2 tie); cross-stitch; MMoE. Columns: accuracy of the
 classification task, MAE and R^2 of the regression task on the test set,
 mean +- std over 3 seeds.
 
-    python examples/multitask.py            # full run (see docs/readme/multitask.md)
+    python examples/multitask.py            # full run (see README.md)
     python examples/multitask.py --quick    # about a minute
     python examples/multitask.py --datasets stars --rows equal,pcgrad --seeds 0
 """
