@@ -82,24 +82,36 @@ def _atomic_savez(arrays: dict, path: Path) -> None:
         raise
 
 
-def mnist1d_arrays(**generator_args) -> dict:
-    """Generate (or read from the cache) the raw MNIST-1D arrays for these arguments."""
-    from mnist1d.data import make_dataset
-    from mnist1d.utils import ObjectView
+def cached_arrays(prefix: str, args: dict, make) -> dict:
+    """The arrays ``make()`` returns for ``args``, cached as ``<cache_dir>/<prefix>-<hash>.npz``.
 
-    args = mnist1d_args(**generator_args)
+    An unreadable cache file is regenerated; a new one is written atomically.
+    """
     key = hashlib.sha1(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_dir() / f"mnist1d-{key}.npz"
+    path = cache_dir() / f"{prefix}-{key}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
         except Exception:
             path.unlink(missing_ok=True)  # unreadable cache: regenerate
-    data = make_dataset(ObjectView(args))
-    data = {k: np.asarray(data[k]) for k in ("x", "y", "t", "x_test", "y_test")}
+    data = {k: np.asarray(v) for k, v in make().items()}
     _atomic_savez(data, path)
     return data
+
+
+def mnist1d_arrays(**generator_args) -> dict:
+    """Generate (or read from the cache) the raw MNIST-1D arrays for these arguments."""
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    args = mnist1d_args(**generator_args)
+
+    def make():
+        data = make_dataset(ObjectView(args))
+        return {k: data[k] for k in ("x", "y", "t", "x_test", "y_test")}
+
+    return cached_arrays("mnist1d", args, make)
 
 
 def mnist1d(**generator_args):

@@ -12,15 +12,13 @@ thousand classes of 20 samples take about a second; the arrays are cached under
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 
 import numpy as np
 import torch
 
 from ._tensor import TensorClassificationDataset
-from .embedded import _atomic_savez, cache_dir
+from .embedded import cached_arrays
 
 __all__ = ["glyphs", "glyph_arrays"]
 
@@ -99,14 +97,11 @@ def glyph_arrays(n_classes: int = 1000, samples_per_class: int = 20, size: int =
         raise ValueError(f"distortion must be a number in [0, 5], got {distortion!r}")
     args = dict(n_classes=n_classes, samples_per_class=samples_per_class, size=size, max_strokes=max_strokes,
                 distortion=float(distortion), seed=seed, version=_VERSION)
-    key = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"glyphs-{key}.npz"
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except Exception:
-            path.unlink(missing_ok=True)  # unreadable cache: regenerate
+    return cached_arrays("glyphs", args, lambda: _generate(n_classes, samples_per_class, size, max_strokes,
+                                                          float(distortion), seed))
+
+
+def _generate(n_classes, samples_per_class, size, max_strokes, distortion, seed) -> dict:
     g = torch.Generator().manual_seed(seed)
     ctrl, mask = _characters(n_classes, max_strokes, g)
     n = n_classes * samples_per_class
@@ -129,9 +124,7 @@ def glyph_arrays(n_classes: int = 1000, samples_per_class: int = 20, size: int =
         sl = slice(start, start + 4096)
         chunks.append(_render(c[sl], m[sl], width[sl], size))
     x = (torch.cat(chunks) * 255).round().to(torch.uint8)
-    data = {"x": x.numpy(), "y": y.numpy().astype(np.int64)}
-    _atomic_savez(data, path)
-    return data
+    return {"x": x.numpy(), "y": y.numpy().astype(np.int64)}
 
 
 def glyphs(n_classes: int = 1000, samples_per_class: int = 20, background_classes: int | None = None,
