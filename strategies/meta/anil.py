@@ -11,13 +11,13 @@ from torch.nn import functional as F
 from kta_plugins.base import check_int, check_positive, check_type
 from strategies.registry import register_strategy
 
-from .base import EpisodicStrategy, embedding_of, command_line_signature
+from .base import EpisodicStrategy, GradientAdaptation, embedding_of, command_line_signature
 
 __all__ = ["ANIL"]
 
 
 @command_line_signature
-class ANIL(EpisodicStrategy):
+class ANIL(GradientAdaptation, EpisodicStrategy):
     """ANIL (Raghu, Raghu, Bengio & Vinyals, ICLR 2020): MAML whose inner loop adapts only the head.
 
     With ``phi`` the body (``features``) and ``w`` the head (``head``), the inner
@@ -68,12 +68,6 @@ class ANIL(EpisodicStrategy):
         for _ in range(steps):
             learner.adapt(F.cross_entropy(learner(feats), support_y), first_order=first_order)
         return learner
-
-    def adapt(self, support_x, support_y):
-        return self._adapt(support_x, support_y, self.adaptation_steps)
-
-    def eval_adapt(self, support_x, support_y):
-        return self._adapt(support_x, support_y, self.test_adaptation_steps, first_order=True)
 
     def predict(self, learner, query_x):
         return learner(self._body(query_x))

@@ -279,3 +279,15 @@ def command_line_signature(cls):
     init.__annotations__ = {**{k: v for k, v in EpisodicStrategy.__init__.__annotations__.items()
                                if k in {p.name for p in extra}}, **init.__annotations__}
     return cls
+
+
+class GradientAdaptation:
+    """``adapt`` / ``eval_adapt`` for strategies that adapt by gradient steps (``self._adapt``):
+    MAML and its variants, ANIL."""
+
+    def adapt(self, support_x, support_y):
+        return self._adapt(support_x, support_y, self.adaptation_steps)
+
+    def eval_adapt(self, support_x, support_y):
+        # No meta-gradient at evaluation: first-order steps give the same weights, cheaper.
+        return self._adapt(support_x, support_y, self.test_adaptation_steps, first_order=True)

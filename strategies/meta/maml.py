@@ -11,13 +11,13 @@ from torch.nn import functional as F
 from kta_plugins.base import check_int, check_positive, check_type
 from strategies.registry import register_strategy
 
-from .base import EpisodicStrategy, command_line_signature
+from .base import EpisodicStrategy, GradientAdaptation, command_line_signature
 
 __all__ = ["MAML", "FOMAML"]
 
 
 @command_line_signature
-class MAML(EpisodicStrategy):
+class MAML(GradientAdaptation, EpisodicStrategy):
     """Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017), on learn2learn's ``MAML``.
 
     Inner loop (per task, on the support set, ``adaptation_steps`` times):
@@ -66,13 +66,6 @@ class MAML(EpisodicStrategy):
         for _ in range(steps):
             learner.adapt(F.cross_entropy(learner(support_x), support_y), first_order=first_order)
         return learner
-
-    def adapt(self, support_x, support_y):
-        return self._adapt(support_x, support_y, self.adaptation_steps)
-
-    def eval_adapt(self, support_x, support_y):
-        # No meta-gradient at evaluation: first-order steps give the same weights, cheaper.
-        return self._adapt(support_x, support_y, self.test_adaptation_steps, first_order=True)
 
     def predict(self, learner, query_x):
         return learner(query_x)
