@@ -6,8 +6,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..base import KTAPlugin, check_positive, register_plugin
-from .terms import SharedGradients, loss_terms, redirect_gradient, task_gradients
+from ..base import check_positive, register_plugin
+from .terms import SharedGradientPlugin, loss_terms, redirect_gradient, task_gradients
 
 __all__ = ["CAGrad", "cagrad"]
 
@@ -44,7 +44,7 @@ def cagrad(grads: torch.Tensor, c: float = 0.4, rescale: bool = True) -> torch.T
 
 
 @register_plugin("cagrad")
-class CAGrad(KTAPlugin):
+class CAGrad(SharedGradientPlugin):
     """CAGrad (Liu, Liu, Jin, Stone & Liu, "Conflict-Averse Gradient Descent for Multi-task
     Learning", NeurIPS 2021).
 
@@ -69,18 +69,11 @@ class CAGrad(KTAPlugin):
 
     def __init__(self, c: float = 0.4, shared: str = "features",
                  wrt: Literal["parameters", "representation"] = "parameters", rescale: bool = True):
-        super().__init__()
+        super().__init__(shared, wrt)
         self.c = check_positive("c", c, strict=False)
         if not isinstance(rescale, bool):
             raise TypeError(f"rescale must be a bool, got {type(rescale).__name__} {rescale!r}")
         self.rescale = rescale
-        self.grads = SharedGradients(shared, wrt)
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.grads.attach(strategy.model)
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.grads.detach()
 
     def before_backward(self, strategy, **kwargs):
         names, losses, _, _ = loss_terms(strategy)

@@ -5,8 +5,8 @@ from typing import Literal
 
 import torch
 
-from ..base import KTAPlugin, check_choice, check_int, register_plugin
-from .terms import SharedGradients, apply_weights, loss_terms, task_gradients
+from ..base import check_choice, check_int, register_plugin
+from .terms import SharedGradientPlugin, apply_weights, loss_terms, task_gradients
 
 __all__ = ["MGDA", "min_norm_weights", "min_norm_two"]
 
@@ -49,7 +49,7 @@ def min_norm_weights(grads: torch.Tensor, max_iter: int = 250, tol: float = 1e-7
 
 
 @register_plugin("mgda")
-class MGDA(KTAPlugin):
+class MGDA(SharedGradientPlugin):
     """MGDA (Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018).
 
     Finds the minimum-norm point of the convex hull of the per-task gradients
@@ -75,17 +75,10 @@ class MGDA(KTAPlugin):
 
     def __init__(self, shared: str = "features", wrt: Literal["parameters", "representation"] = "parameters",
                  normalize: Literal["none", "l2"] = "none", max_iter: int = 250):
-        super().__init__()
-        self.grads = SharedGradients(shared, wrt)
+        super().__init__(shared, wrt)
         self.normalize = check_choice("normalize", normalize, ("none", "l2"))
         self.max_iter = check_int("max_iter", max_iter, minimum=1)
         self.last_weights: dict = {}
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.grads.attach(strategy.model)
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.grads.detach()
 
     def before_backward(self, strategy, **kwargs):
         names, losses, _, rest = loss_terms(strategy)

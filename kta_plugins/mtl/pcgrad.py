@@ -5,8 +5,8 @@ from typing import Literal, Optional, Sequence
 
 import torch
 
-from ..base import KTAPlugin, check_int, register_plugin
-from .terms import SharedGradients, loss_terms, redirect_gradient, task_gradients
+from ..base import check_int, register_plugin
+from .terms import SharedGradientPlugin, loss_terms, redirect_gradient, task_gradients
 
 __all__ = ["PCGrad", "pcgrad"]
 
@@ -34,7 +34,7 @@ def pcgrad(grads: torch.Tensor, orders: Optional[Sequence[Sequence[int]]] = None
 
 
 @register_plugin("pcgrad")
-class PCGrad(KTAPlugin):
+class PCGrad(SharedGradientPlugin):
     """PCGrad ("Gradient Surgery for Multi-Task Learning", Yu et al., NeurIPS 2020).
 
     With ``g_k`` the gradient of loss term ``k`` w.r.t. the shared parameters
@@ -60,16 +60,9 @@ class PCGrad(KTAPlugin):
 
     def __init__(self, shared: str = "features", wrt: Literal["parameters", "representation"] = "parameters",
                  seed: int = 0):
-        super().__init__()
-        self.grads = SharedGradients(shared, wrt)
+        super().__init__(shared, wrt)
         self.seed = check_int("seed", seed)
         self.n_steps = 0
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.grads.attach(strategy.model)
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.grads.detach()
 
     def before_backward(self, strategy, **kwargs):
         names, losses, _, _ = loss_terms(strategy)

@@ -23,7 +23,7 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from ..base import check_choice, check_type
+from ..base import KTAPlugin, check_choice, check_type
 from ..nn.tap import FeatureTap, resolve_module
 
 __all__ = ["loss_terms", "SharedGradients", "task_gradients", "redirect_gradient", "apply_weights"]
@@ -145,3 +145,18 @@ class SharedGradients:
 
     def __getstate__(self):
         return {"shared": self.shared, "wrt": self.wrt, "tap": None, "params": []}
+
+
+class SharedGradientPlugin(KTAPlugin):
+    """Base of the gradient-surgery plugins (PCGrad, MGDA, CAGrad): holds their
+    :class:`SharedGradients` and attaches it to the model for each experience."""
+
+    def __init__(self, shared: str = "features", wrt: str = "parameters"):
+        super().__init__()
+        self.grads = SharedGradients(shared, wrt)
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.grads.attach(strategy.model)
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.grads.detach()
