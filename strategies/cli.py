@@ -116,11 +116,12 @@ def run(scenario: str = "split-digits", strategy: str = "naive", plugins: Sequen
     from .results import average_accuracy, bwt, forgetting, train_and_evaluate
 
     bm, strat = build_run(scenario, strategy, plugins, **kwargs)
-    A = train_and_evaluate(strat, bm, joint=isinstance(strat, JointTraining))
+    joint = isinstance(strat, JointTraining)
+    A = train_and_evaluate(strat, bm, joint=joint)
     return {
         "scenario": scenario, "strategy": strategy, "plugins": list(plugins),
         "settings": {k: v for k, v in kwargs.items() if k != "progress"},
-        "accuracy_matrix": A.tolist(), "average_accuracy": average_accuracy(A),
+        "joint": joint, "accuracy_matrix": A.tolist(), "average_accuracy": average_accuracy(A),
         "forgetting": forgetting(A), "bwt": bwt(A),
     }
 
@@ -167,7 +168,7 @@ def _cmd_run(args) -> int:
     )
     title = f"{args.scenario} | {args.strategy}" + "".join(f" + {p}" for p in args.plugin) + \
         f" | {args.epochs} epoch(s), seed {args.seed}"
-    print(format_report(np.array(result["accuracy_matrix"]), title=title))
+    print(format_report(np.array(result["accuracy_matrix"]), title=title, joint=result["joint"]))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
     return 0

@@ -48,14 +48,17 @@ def bwt(A: np.ndarray) -> float:
     return float(np.mean([A[T, j] - A[j, j] for j in range(T)]))
 
 
-def format_report(A: np.ndarray, title: Optional[str] = None) -> str:
-    """The accuracy matrix (rows: trained up to experience i; columns: experience j) and summary."""
+def format_report(A: np.ndarray, title: Optional[str] = None, joint: bool = False) -> str:
+    """The accuracy matrix (rows: trained up to experience i; columns: experience j) and summary.
+
+    ``joint=True`` labels the single row of a joint-training run ``joint``.
+    """
     A = np.asarray(A, dtype=float)
     lines = [title] if title else []
     head = "train\\eval " + "".join(f"{'exp' + str(j):>8}" for j in range(A.shape[1]))
     lines.append(head)
     for i, row in enumerate(A):
-        label = f"exp {i}" if A.shape[0] > 1 else "joint"
+        label = "joint" if joint else f"exp {i}"
         lines.append(f"{label:<11}" + "".join(f"{100 * v:8.1f}" for v in row))
     lines.append(f"average accuracy {100 * average_accuracy(A):.1f}%   "
                  f"forgetting {_pct(forgetting(A))}   BWT {_pct(bwt(A))}")
