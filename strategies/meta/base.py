@@ -291,3 +291,24 @@ class GradientAdaptation:
     def eval_adapt(self, support_x, support_y):
         # No meta-gradient at evaluation: first-order steps give the same weights, cheaper.
         return self._adapt(support_x, support_y, self.test_adaptation_steps, first_order=True)
+
+
+def embedding_and_dim(model: nn.Module, features: Optional[str], who: str) -> tuple:
+    """``(embedding, width)``: :func:`embedding_of` and the width of its flattened output.
+
+    The width is ``model.feature_dim`` when the embedding is ``model.features``,
+    otherwise measured on a zero input of ``model.input_shape``.
+    """
+    embedding = embedding_of(model, features)
+    dim = getattr(model, "feature_dim", None) if embedding is getattr(model, "features", None) else None
+    if dim is None:
+        shape = getattr(model, "input_shape", None)
+        if shape is None:
+            raise ValueError(f"{who} needs the embedding size: give a model with a `feature_dim` attribute "
+                             "(KTA's backbones have one) or an `input_shape` attribute")
+        was = embedding.training
+        embedding.eval()
+        with torch.no_grad():
+            dim = embedding(torch.zeros(2, *shape)).flatten(1).shape[1]
+        embedding.train(was)
+    return embedding, dim

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from kta_plugins.base import check_int, check_type
 from strategies.registry import register_strategy
 
-from .base import EpisodicStrategy, embedding_of, command_line_signature
+from .base import EpisodicStrategy, command_line_signature, embedding_and_dim
 from .protonet import prototypes
 
 __all__ = ["RelationNet", "RelationModel"]
@@ -59,10 +59,7 @@ class RelationNet(EpisodicStrategy):
         check_type("model", model, nn.Module)
         self.hidden = check_int("hidden", hidden, 1)
         check_type("features", features, str, allow_none=True)
-        embedding = embedding_of(model, features)
-        dim = getattr(model, "feature_dim", None) if embedding is getattr(model, "features", None) else None
-        if dim is None:
-            dim = _output_dim(embedding, model)
+        embedding, dim = embedding_and_dim(model, features, "RelationNet")
         relation = nn.Sequential(nn.Linear(2 * dim, self.hidden), nn.BatchNorm1d(self.hidden), nn.ReLU(),
                                  nn.Linear(self.hidden, 1))
         super().__init__(model=RelationModel(embedding, relation), optimizer=optimizer, **kwargs)
@@ -86,19 +83,6 @@ class RelationNet(EpisodicStrategy):
         logits = self.predict(sums, query_x)
         target = F.one_hot(query_y, logits.shape[1]).to(logits.dtype)
         return F.mse_loss(torch.sigmoid(logits), target), logits
-
-
-def _output_dim(embedding: nn.Module, model: nn.Module) -> int:
-    shape = getattr(model, "input_shape", None)
-    if shape is None:
-        raise ValueError("RelationNet needs the embedding size: give a model with a `feature_dim` attribute "
-                         "(KTA's backbones have one) or an `input_shape` attribute")
-    was = embedding.training
-    embedding.eval()
-    with torch.no_grad():
-        dim = embedding(torch.zeros(2, *shape)).flatten(1).shape[1]
-    embedding.train(was)
-    return dim
 
 
 register_strategy("relationnet", RelationNet, help="relation networks: a learned relation module scores pairs")

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from kta_plugins.base import check_int, check_type
 from strategies.registry import register_strategy
 
-from .base import EpisodicStrategy, embedding_of, command_line_signature
+from .base import EpisodicStrategy, command_line_signature, embedding_and_dim
 
 __all__ = ["Siamese", "SiameseModel", "sample_pairs"]
 
@@ -80,15 +80,10 @@ class Siamese(EpisodicStrategy):
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, pairs_per_episode: int = 64,
                  features: Optional[str] = "auto", **kwargs):
-        from .relationnet import _output_dim
-
         check_type("model", model, nn.Module)
         self.pairs_per_episode = check_int("pairs_per_episode", pairs_per_episode, 1)
         check_type("features", features, str, allow_none=True)
-        embedding = embedding_of(model, features)
-        dim = getattr(model, "feature_dim", None) if embedding is getattr(model, "features", None) else None
-        if dim is None:
-            dim = _output_dim(embedding, model)
+        embedding, dim = embedding_and_dim(model, features, "Siamese")
         super().__init__(model=SiameseModel(embedding, dim), optimizer=optimizer, **kwargs)
         self._pair_generator = torch.Generator().manual_seed(self.seed)
 
