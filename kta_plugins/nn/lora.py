@@ -171,7 +171,34 @@ class LoRAConv1d(_LoRABase):
         return y + self.scaling * F.conv1d(h, self.lora_B)
 
 
-class AdapterLinear(nn.Module):
+class _Adapter(nn.Module):
+    """``h = base(x); y = h + up(relu(down(h)))`` with the base frozen and ``up`` zero-initialised,
+    so the adapted layer starts equal to the base. Subclasses name the base type and the
+    bottleneck layers."""
+
+    base_type: type = nn.Module
+
+    def __init__(self, base: nn.Module, bottleneck: int = 8):
+        super().__init__()
+        if not isinstance(base, self.base_type):
+            raise TypeError(f"base must be an nn.{self.base_type.__name__}, got {type(base).__name__}")
+        _check_bottleneck(bottleneck)
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.down, self.up = self._bottleneck_layers(base, bottleneck)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def _bottleneck_layers(self, base, bottleneck):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x):
+        h = self.base(x)
+        return h + self.up(F.relu(self.down(h)))
+
+
+class AdapterLinear(_Adapter):
     """Bottleneck adapter after an ``nn.Linear`` (Houlsby et al. 2019, "Parameter-efficient
     transfer learning for NLP"): ``h = base(x); y = h + W_up act(W_down h)``.
 
@@ -183,27 +210,14 @@ class AdapterLinear(nn.Module):
         bottleneck: width of the bottleneck (default 8).
     """
 
-    def __init__(self, base: nn.Linear, bottleneck: int = 8):
-        super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
-        _check_bottleneck(bottleneck)
-        self.base = base
-        for p in base.parameters():
-            p.requires_grad_(False)
-        d = base.out_features
-        dev = base.weight.device
-        self.down = nn.Linear(d, bottleneck, device=dev)
-        self.up = nn.Linear(bottleneck, d, device=dev)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+    base_type = nn.Linear
 
-    def forward(self, x):
-        h = self.base(x)
-        return h + self.up(F.relu(self.down(h)))
+    def _bottleneck_layers(self, base, bottleneck):
+        d, dev = base.out_features, base.weight.device
+        return nn.Linear(d, bottleneck, device=dev), nn.Linear(bottleneck, d, device=dev)
 
 
-class AdapterConv2d(nn.Module):
+class AdapterConv2d(_Adapter):
     """Bottleneck adapter after an ``nn.Conv2d`` with 1x1 convolutions (Rebuffi et al. 2017,
     residual adapters): ``h = base(x); y = h + up(relu(down(h)))``, ``up`` zero-initialised.
 
@@ -212,24 +226,11 @@ class AdapterConv2d(nn.Module):
         bottleneck: channels of the bottleneck (default 8).
     """
 
-    def __init__(self, base: nn.Conv2d, bottleneck: int = 8):
-        super().__init__()
-        if not isinstance(base, nn.Conv2d):
-            raise TypeError(f"base must be an nn.Conv2d, got {type(base).__name__}")
-        _check_bottleneck(bottleneck)
-        self.base = base
-        for p in base.parameters():
-            p.requires_grad_(False)
-        c = base.out_channels
-        dev = base.weight.device
-        self.down = nn.Conv2d(c, bottleneck, 1, device=dev)
-        self.up = nn.Conv2d(bottleneck, c, 1, device=dev)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+    base_type = nn.Conv2d
 
-    def forward(self, x):
-        h = self.base(x)
-        return h + self.up(F.relu(self.down(h)))
+    def _bottleneck_layers(self, base, bottleneck):
+        c, dev = base.out_channels, base.weight.device
+        return nn.Conv2d(c, bottleneck, 1, device=dev), nn.Conv2d(bottleneck, c, 1, device=dev)
 
 
 def _check_bottleneck(bottleneck):
