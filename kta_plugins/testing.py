@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
+from avalanche.core import SupervisedPlugin
 from torch import nn
 
 __all__ = ["check_plugin", "PluginContractError", "ContractReport", "CLAUSES", "tiny_streams"]
@@ -111,16 +112,12 @@ def _default_model() -> nn.Module:
     return MLP((1, 8, 8), 4, hidden=(16,))
 
 
-class _LossRecorder:
+class _LossRecorder(SupervisedPlugin):
     """Records ``strategy.loss`` just before backward (after every other plugin changed it)."""
 
     def __init__(self):
+        super().__init__()
         self.losses: list[float] = []
-
-    def __getattr__(self, name):
-        if name.startswith(_HOOK_PREFIXES):
-            return lambda strategy, **kw: None
-        raise AttributeError(name)
 
     def before_backward(self, strategy, **kwargs):
         self.losses.append(float(strategy.loss.detach().sum()))
@@ -226,22 +223,15 @@ def _owned_modules(plugin, model):
 
 
 def _hook_names(plugin):
-    from avalanche.core import BasePlugin
-
+    """The hooks ``plugin``'s class defines itself (not Avalanche's no-op defaults)."""
     names = []
     for name in dir(type(plugin)):
         if not name.startswith(_HOOK_PREFIXES):
             continue
         fn = getattr(type(plugin), name)
-        if callable(fn) and fn is not getattr(BasePlugin, name, None) and not _is_base_noop(name, fn):
+        if callable(fn) and fn is not getattr(SupervisedPlugin, name, None):
             names.append(name)
     return names
-
-
-def _is_base_noop(name, fn):
-    from avalanche.core import SupervisedPlugin
-
-    return fn is getattr(SupervisedPlugin, name, None)
 
 
 def _constructor(factory):
@@ -342,12 +332,7 @@ def _clause_round_trip(ctx):
         # The optimizer is rebuilt by Avalanche at the start of the experience; load its state after that.
         loaded = {"done": False}
 
-        class _LoadOpt:
-            def __getattr__(self, name):
-                if name.startswith(_HOOK_PREFIXES):
-                    return lambda strategy, **kw: None
-                raise AttributeError(name)
-
+        class _LoadOpt(SupervisedPlugin):
             def before_training_epoch(self, strategy, **kwargs):
                 if not loaded["done"]:
                     strategy.model.load_state_dict(saved["model"])

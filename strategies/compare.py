@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from avalanche.core import SupervisedPlugin
 
 __all__ = ["ConfigError", "load_config", "compare", "run_one", "RunSpec"]
 
@@ -241,8 +242,6 @@ def _peak_rss_mb() -> float:
 
 
 def _guard_plugin():
-    from avalanche.core import SupervisedPlugin
-
     class NonFiniteGuard(SupervisedPlugin):
         """Stops the run at the first NaN / infinite loss."""
 
@@ -292,12 +291,7 @@ def run_one(spec: RunSpec, out_dir, log: bool = True) -> dict:
             _set_rng_state(strat, ck["rng"])
             pending = [ck["optimizer"]]
 
-            class _LoadOptimizer:  # after Avalanche rebuilt the optimizer for the experience
-                def __getattr__(self, name):
-                    if name.startswith(("before_", "after_")):
-                        return lambda s, **kw: None
-                    raise AttributeError(name)
-
+            class _LoadOptimizer(SupervisedPlugin):  # after Avalanche rebuilt the optimizer for the experience
                 def before_training_exp(self, s, **kw):
                     if pending:
                         s.optimizer.load_state_dict(pending.pop())
