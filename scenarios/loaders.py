@@ -109,6 +109,10 @@ class TensorBatchLoader:
         shuffle: draw a new permutation at every ``iter()`` from ``generator``.
         generator: ``torch.Generator`` for the permutations (seeded by the strategy).
         drop_last: drop the last incomplete batch.
+        rank, world_size: data-parallel training: this process takes every
+            ``world_size``-th sample (from ``rank``) of each epoch's order, padded
+            by wrapping to a multiple of ``world_size`` as torch's
+            ``DistributedSampler`` does; every rank must use the same generator seed.
     """
 
     def __init__(
@@ -118,11 +122,16 @@ class TensorBatchLoader:
         shuffle: bool = False,
         generator: Optional[torch.Generator] = None,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank={rank!r}, world_size={world_size!r}")
         self.tensors = list(tensors)
-        self.n = len(self.tensors[0])
+        self.rank, self.world_size = rank, world_size
+        self.n = -(-len(self.tensors[0]) // world_size)  # samples of this rank
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.generator = generator
@@ -135,7 +144,13 @@ class TensorBatchLoader:
 
     def __iter__(self):
         n, bs = self.n, self.batch_size
-        if self.shuffle:
+        if self.world_size > 1:
+            total = len(self.tensors[0])
+            order = torch.randperm(total, generator=self.generator) if self.shuffle else torch.arange(total)
+            padded = order.repeat(-(-n * self.world_size // total))[: n * self.world_size]
+            order = padded[self.rank :: self.world_size]
+            fields = [t[order] for t in self.tensors]
+        elif self.shuffle:
             order = torch.randperm(n, generator=self.generator)
             fields = [t[order] for t in self.tensors]
         else:

@@ -13,6 +13,9 @@ What it adds to Avalanche:
   default is 1); a default evaluator with accuracy per experience and stream,
   forgetting and BWT, TensorBoard logs when ``log_dir`` is given, and a tqdm
   progress bar.
+* **Data-parallel training** under ``torchrun`` (``strategies/distributed.py``):
+  the training forward goes through a ``DistributedDataParallel`` wrapper and
+  the fast path gives each rank its shard; evaluation stays unsharded.
 
 Example:
     >>> from scenarios import class_incremental
@@ -32,6 +35,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 from avalanche.core import SupervisedPlugin
+from avalanche.distributed import DistributedHelper
 from avalanche.evaluation.metrics import (
     accuracy_metrics,
     bwt_metrics,
@@ -40,6 +44,7 @@ from avalanche.evaluation.metrics import (
 )
 from avalanche.training import Cumulative as _AvCumulative
 from avalanche.training import JointTraining as _AvJointTraining
+from avalanche.models.utils import avalanche_forward
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
@@ -252,19 +257,46 @@ class KTAStrategyMixin:
                 num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
                 persistent_workers=persistent_workers, drop_last=drop_last, **kwargs,
             )
-        self.dataloader = TensorBatchLoader(
-            fields, self.train_mb_size, shuffle=shuffle, generator=self._data_generator, drop_last=drop_last
+        self.dataloader = TensorBatchLoader(  # under torchrun: this rank's shard of each epoch
+            fields, self.train_mb_size, shuffle=shuffle, generator=self._data_generator, drop_last=drop_last,
+            rank=DistributedHelper.rank, world_size=DistributedHelper.world_size,
         )
 
     def make_eval_dataloader(self, num_workers=0, shuffle=False, pin_memory=None,
                              persistent_workers=False, **kwargs):
         fields = self._tensor_fields()
+        if fields is None and DistributedHelper.is_distributed:
+            # Avalanche's eval loader would shard the data over the ranks and its metrics are
+            # not reduced across ranks: evaluate everything on every rank instead.
+            from avalanche.benchmarks.utils.data_loader import SingleDatasetDataLoader
+
+            args = self._obtain_common_dataloader_parameters(
+                batch_size=self.eval_mb_size, num_workers=num_workers, shuffle=False, pin_memory=pin_memory,
+                persistent_workers=persistent_workers)
+            self.dataloader = SingleDatasetDataLoader(self.adapted_dataset, distributed_sampling=False, **args)
+            return
         if fields is None:
             return super().make_eval_dataloader(
                 num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
                 persistent_workers=persistent_workers, **kwargs,
             )
         self.dataloader = TensorBatchLoader(fields, self.eval_mb_size, shuffle=False)
+
+    # ---- data-parallel training (torchrun; see strategies/distributed.py) ---------
+    def forward(self):
+        """Avalanche's forward; under ``torch.distributed``, training forwards go through a
+        ``DistributedDataParallel`` of ``self.model`` (Avalanche's ``DistributedHelper.wrap_model``;
+        Avalanche 0.6's templates never wrap the model themselves), so backward averages the
+        gradients over ranks. ``self.model`` stays the plain module."""
+        if not (self.is_training and DistributedHelper.is_distributed):
+            return super().forward()
+        key = (id(self.model), tuple((id(p), p.requires_grad) for p in self.model.parameters()))
+        if self.__dict__.get("_kta_ddp_key") != key:  # new model, parameters or freezing: wrap again
+            self._kta_ddp = DistributedHelper.wrap_model(self.model)
+            self._kta_ddp_key = key
+        if hasattr(self.experience, "task_labels"):
+            return avalanche_forward(self._kta_ddp, self.mb_x, self.mb_task_id)
+        return self._kta_ddp(self.mb_x)
 
     # ---- plugin dispatch ----------------------------------------------------------
     def _hooks_for(self, event: str):
@@ -298,6 +330,8 @@ class KTAStrategyMixin:
         state["_data_generator"] = self._data_generator.get_state()
         state.pop("_kta_hooks", None)  # a cache of bound methods, rebuilt on demand
         state.pop("_kta_hooks_plugins", None)
+        state.pop("_kta_ddp", None)  # a DistributedDataParallel wrapper, rebuilt on demand
+        state.pop("_kta_ddp_key", None)
         return state
 
     def __setstate__(self, state):

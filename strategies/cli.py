@@ -3,6 +3,8 @@
     kta run --scenario split-digits --strategy naive --epochs 1 --seed 0 \\
             [--plugin NAME:key=value,...] [--log-dir runs/x] [--json results.json]
     kta list            # every scenario, strategy and plugin name
+    kta compare CONFIG.yaml [--jobs N] [--executor ray [--ray-address ADDR]]
+    torchrun --nproc_per_node 2 -m strategies.cli run ... --distributed   # one run, data-parallel
 
 Unknown names and bad values exit with status 2 and a one-line message that
 names the option.
@@ -107,6 +109,13 @@ def build_run(scenario: str, strategy: str, plugins: Sequence[str] = (), *, epoc
         )
     except RegistryError as e:
         raise UsageError("--strategy", str(e)) from None
+    from .distributed import check_strategy, is_distributed
+
+    if is_distributed():
+        try:
+            check_strategy(strat)
+        except ValueError as e:
+            raise UsageError("--strategy", str(e)) from None
     return bm, strat
 
 
@@ -117,12 +126,20 @@ def run(scenario: str = "split-digits", strategy: str = "naive", plugins: Sequen
 
     bm, strat = build_run(scenario, strategy, plugins, **kwargs)
     joint = isinstance(strat, JointTraining)
-    A = train_and_evaluate(strat, bm, joint=joint)
+    extra = {}
+    if getattr(bm, "kind", None) == "concept-drift" and not joint:
+        # P(y|x) changes: Chaudhry's forgetting mixes forgetting with following the new concept;
+        # strategies.drift splits the drop of accuracy into the two.
+        from .drift import train_with_drift_split
+
+        A, extra["drift_split"] = train_with_drift_split(strat, bm)
+    else:
+        A = train_and_evaluate(strat, bm, joint=joint)
     return {
         "scenario": scenario, "strategy": strategy, "plugins": list(plugins),
         "settings": {k: v for k, v in kwargs.items() if k != "progress"},
         "joint": joint, "accuracy_matrix": A.tolist(), "average_accuracy": average_accuracy(A),
-        "forgetting": forgetting(A), "bwt": bwt(A),
+        "forgetting": forgetting(A), "bwt": bwt(A), **extra,
     }
 
 
@@ -154,6 +171,7 @@ def _cmd_run(args) -> int:
     import numpy as np
 
     import_extensions(args.imports)
+    from . import distributed
     from .results import format_report
 
     log_dir = args.log_dir
@@ -161,30 +179,59 @@ def _cmd_run(args) -> int:
         log_dir = str(Path("runs") / re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{args.scenario}__{args.strategy}__seed{args.seed}"))
     elif log_dir.lower() == "none":
         log_dir = None
-    result = run(
-        args.scenario, args.strategy, args.plugin, epochs=args.epochs, seed=args.seed, lr=args.lr,
-        momentum=args.momentum,
-        batch_size=args.batch_size, model=args.model, device=args.device, log_dir=log_dir,
-    )
+    ddp = args.distributed or distributed.torchrun_env()  # torchrun with N > 1 means data-parallel
+    if ddp:
+        try:
+            distributed.init_distributed(args.seed, device=args.device)
+        except RuntimeError as e:
+            raise UsageError("--distributed", str(e)) from None
+    main_process = not ddp or distributed.is_main_process()
+    try:
+        result = run(
+            args.scenario, args.strategy, args.plugin, epochs=args.epochs, seed=args.seed, lr=args.lr,
+            momentum=args.momentum, batch_size=args.batch_size, model=args.model, device=args.device,
+            log_dir=log_dir if main_process else None,  # only rank 0 logs and writes
+            **({} if main_process else {"progress": False}),
+        )
+    finally:
+        if ddp:
+            distributed.shutdown()
+    if not main_process:
+        return 0
     title = f"{args.scenario} | {args.strategy}" + "".join(f" + {p}" for p in args.plugin) + \
         f" | {args.epochs} epoch(s), seed {args.seed}"
+    if ddp:
+        result["data_parallel"] = {"world_size": int(os.environ["WORLD_SIZE"]), "batch_size_per_rank": args.batch_size}
+        title += f" | data-parallel, {result['data_parallel']['world_size']} ranks x batch {args.batch_size}"
     print(format_report(np.array(result["accuracy_matrix"]), title=title, joint=result["joint"]))
+    if "drift_split" in result:
+        from .drift import format_drift
+
+        print("\nConcept drift: accuracy drop on each earlier experience under its own labels, split into "
+              "forgetting (labels unchanged) and drift (labels changed)")
+        print(format_drift(result["drift_split"]))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
     return 0
 
 
 def _cmd_compare(args) -> int:
-    from .compare import ConfigError, compare, load_config
+    from .compare import ConfigError, _import_ray, compare, load_config
 
     import_extensions(args.imports)
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
         raise UsageError("config", str(e)) from None
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs", f"must be >= 1, got {args.jobs}")
-    results = compare(cfg, out_dir=args.out, jobs=args.jobs)
+    if args.executor == "ray":
+        try:
+            _import_ray()
+        except ImportError as e:
+            raise UsageError("--executor", str(e)) from None
+    results = compare(cfg, out_dir=args.out, jobs=args.jobs, executor=args.executor,
+                      ray_address=args.ray_address, imports=args.imports)
     out = args.out or cfg.output or str(Path("results") / cfg.path.stem)
     print((Path(out) / "summary.md").read_text(), end="")
     print(f"{sum(r['status'] == 'finished' for r in results)}/{len(results)} runs finished; results in {out}/")
@@ -224,11 +271,20 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=None, help="also write the results as JSON to this file")
     r.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py",
                    help="import a module that registers your own plugins / strategies / scenarios")
+    r.add_argument("--distributed", action="store_true",
+                   help="data-parallel training under torchrun (CPU, gloo; implied when torchrun starts "
+                        "more than one process); --batch-size is per rank; only rank 0 prints and writes")
     r.set_defaults(func=_cmd_run)
     c = sub.add_parser("compare", help="strategies x scenarios x seeds from a YAML config; resumable")
     c.add_argument("config", help="YAML config (see strategies/compare.py)")
     c.add_argument("--out", default=None, help="output folder (default: results/<config name>)")
-    c.add_argument("--jobs", type=int, default=1, help="runs at a time (local process pool)")
+    c.add_argument("--jobs", type=int, default=None,
+                   help="runs at a time: local process pool size (default 1), or the most runs in flight on Ray")
+    c.add_argument("--executor", choices=("process", "ray"), default="process",
+                   help="where runs go: this machine's processes (default) or a Ray cluster "
+                        "(optional extra: pip install 'kta-plugins[ray]')")
+    c.add_argument("--ray-address", default=None,
+                   help="Ray cluster address (default $RAY_ADDRESS, else a local cluster for this command)")
     c.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py")
     c.set_defaults(func=_cmd_compare)
     ls = sub.add_parser("list", help="list scenario, strategy and plugin names")

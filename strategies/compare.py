@@ -28,7 +28,20 @@ Output folder (``--out``, default ``results/<config name>``):
 * TensorBoard logs under ``runs/<run>/tb``.
 
 A NaN or infinite loss stops that run (its ``result.json`` says why) and the
-others go on. ``--jobs N`` runs N runs at a time in a local process pool.
+others go on.
+
+Executors (``executor=``, ``--executor``):
+
+* ``"process"`` (default): ``--jobs 1`` runs one run after the other in this
+  process; ``--jobs N`` runs N at a time in a local process pool.
+* ``"ray"`` (optional extra: ``pip install 'kta-plugins[ray]'``): one Ray task
+  (one CPU, plus one GPU when ``settings.device`` is ``cuda...``) per run, on the cluster at ``ray_address`` / ``--ray-address`` /
+  ``$RAY_ADDRESS``, else on a local cluster started for the call (and shut down
+  after it); ``--jobs N`` then caps the runs in flight. Each task is the same
+  :func:`run_one` as above, so outputs, checkpoints and resume are the same; a
+  task whose worker dies is retried by Ray and continues from its last
+  checkpoint. On a multi-node cluster the output folder and the ``--import``
+  files must be on a file system every node sees at the same path.
 """
 from __future__ import annotations
 
@@ -36,6 +49,7 @@ import csv
 import io
 import json
 import math
+import os
 import random
 import re
 import resource
@@ -49,7 +63,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from avalanche.core import SupervisedPlugin
 
-__all__ = ["ConfigError", "load_config", "compare", "run_one", "RunSpec"]
+__all__ = ["ConfigError", "load_config", "compare", "run_one", "RunSpec", "EXECUTORS"]
+
+#: ``compare(executor=...)`` / ``kta compare --executor``.
+EXECUTORS = ("process", "ray")
 
 _TOP_KEYS = {"seeds": list, "scenarios": list, "strategies": list, "settings": dict, "output": str}
 _STRATEGY_KEYS = {"name": str, "strategy": str, "plugins": list}
@@ -348,12 +365,15 @@ def run_one(spec: RunSpec, out_dir, log: bool = True) -> dict:
 
 
 def _run_safe(args):
-    spec, out = args
+    spec, out, imports = args
     try:
+        if imports:  # a fresh (Ray) worker has not registered the user's plugins yet
+            from .cli import import_extensions
+
+            import_extensions(imports)
         return run_one(spec, out)
     except Exception as e:  # one broken run must not stop the others
-        return {"run": spec.run_id, "scenario": spec.scenario, "name": spec.name, "seed": spec.seed,
-                "status": "failed", "message": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+        return {**_failed(spec, f"{type(e).__name__}: {e}"), "trace": traceback.format_exc()}
 
 
 # ------------------------------------------------------------------ report
@@ -443,17 +463,81 @@ def _plots(groups, out: Path):
     plt.close(fig)
 
 
-def compare(config, out_dir=None, jobs: int = 1) -> list[dict]:
-    """Run every (scenario, strategy, seed) of ``config`` (a path or :class:`Config`); resumable."""
+def _failed(spec: RunSpec, message: str) -> dict:
+    return {"run": spec.run_id, "scenario": spec.scenario, "name": spec.name, "seed": spec.seed,
+            "status": "failed", "message": message}
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(
+            f"executor 'ray' needs Ray, an optional extra: pip install 'kta-plugins[ray]' ({e})") from None
+    return ray
+
+
+def _run_on_ray(todo: list, address: Optional[str], jobs: Optional[int], progress) -> list[dict]:
+    """One Ray task per run; results in the order of ``todo``."""
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:  # connect to the given cluster, or start a local one for this call
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+    try:
+        task = ray.remote(num_cpus=1)(_run_safe)  # max_retries (3): a dead worker's run is re-run
+        results: list = [None] * len(todo)
+        pending: dict = {}
+        queue = list(enumerate(todo))
+        while queue or pending:
+            while queue and (jobs is None or len(pending) < jobs):
+                i, args = queue.pop(0)
+                cuda = str(dict(args[0].settings).get("device", "cpu")).startswith("cuda")
+                pending[task.options(num_gpus=1 if cuda else 0).remote(args)] = i  # Ray hides GPUs not asked for
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+            except Exception as e:  # the worker died more often than Ray retries, or the task was cancelled
+                results[i] = _failed(todo[i][0], f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            progress.update(1)
+        return results
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def compare(config, out_dir=None, jobs: Optional[int] = None, executor: str = "process",
+            ray_address: Optional[str] = None, imports: Sequence[str] = ()) -> list[dict]:
+    """Run every (scenario, strategy, seed) of ``config`` (a path or :class:`Config`); resumable.
+
+    Args:
+        config: a YAML file or a :class:`Config`.
+        out_dir: output folder (default: the config's ``output``, else ``results/<config name>``).
+        jobs: runs at a time: the process-pool size (default 1: in this process), or the
+            most runs in flight on Ray (default: as many as the cluster has CPUs for).
+        executor: ``"process"`` or ``"ray"`` (see the module docstring).
+        ray_address: Ray cluster address (default ``$RAY_ADDRESS``, else a local cluster).
+        imports: modules or ``.py`` files that register user plugins / strategies /
+            scenarios, imported in each Ray worker (import them here yourself first).
+    """
     cfg = config if isinstance(config, Config) else load_config(config)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    if executor == "ray":
+        _import_ray()  # fail before anything is written
     out = Path(out_dir or cfg.output or Path("results") / cfg.path.stem)
     specs = cfg.runs()
-    todo = [(s, str(out)) for s in specs]
+    # Absolute paths: a Ray worker does not necessarily run in this folder.
+    imports = tuple(str(Path(t).resolve()) if t.endswith(".py") else t for t in imports)
+    todo = [(s, str(out.resolve()), imports if executor == "ray" else ()) for s in specs]
     from tqdm.auto import tqdm
 
-    if jobs == 1:
+    if executor == "ray":
+        with tqdm(total=len(todo), desc="runs", leave=False) as bar:
+            results = _run_on_ray(todo, ray_address, jobs, bar)
+    elif (jobs or 1) == 1:
         results = [_run_safe(a) for a in tqdm(todo, desc="runs", leave=False)]
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:

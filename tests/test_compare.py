@@ -131,3 +131,17 @@ def test_config_is_safe_yaml(tmp_path):
     cfg = _write(tmp_path, "seeds: !!python/object/apply:os.system ['echo hi']\nscenarios: []\nstrategies: []\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(cfg)
+
+
+def test_executor_ray_without_ray_names_the_extra_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    cfg = _write(tmp_path, "seeds: [0]\nscenarios: [split-digits]\nstrategies:\n  - {name: a, strategy: naive}\n")
+    out = tmp_path / "out"
+    assert main(["compare", str(cfg), "--out", str(out), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kta: error: --executor:") and "kta-plugins[ray]" in err and len(err.splitlines()) == 1
+    with pytest.raises(ImportError, match=r"pip install 'kta-plugins\[ray\]'"):
+        compare(cfg, out_dir=out, executor="ray")
+    with pytest.raises(ValueError, match="executor must be one of"):
+        compare(cfg, out_dir=out, executor="dask")
+    assert not out.exists()

@@ -32,7 +32,7 @@ if ! $PY -c 'import learn2learn' 2>/dev/null; then
     $PIP install -q --no-build-isolation "$SRC"
 fi
 
-# The project itself, editable, with its dev extras (avalanche-lib, mnist1d, ...).
+# The project itself, editable, with its dev extras (pytest, ray for the Ray executor's tests, ...).
 $PIP install -q -e ".[dev]"
-$PY -c 'import torch, torchvision, avalanche, learn2learn, mnist1d, kta_plugins, strategies, scenarios'
+$PY -c 'import torch, torchvision, avalanche, learn2learn, mnist1d, ray, kta_plugins, strategies, scenarios'
 echo "set-up done: $VENV"
