@@ -264,7 +264,7 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (default 0.1)")
     r.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
     r.add_argument("--batch-size", type=int, default=16, help="training minibatch size (default 16)")
-    r.add_argument("--model", default=None, help="mlp, cnn1d or cnn (default: by input shape)")
+    r.add_argument("--model", default=None, help="mlp, cnn1d, cnn1d-gap or cnn (default: by input shape)")
     r.add_argument("--device", default="cpu")
     r.add_argument("--log-dir", default=None,
                    help="TensorBoard log folder (default runs/<scenario>__<strategy>__seed<seed>; 'none' for no logs)")

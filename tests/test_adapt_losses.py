@@ -9,7 +9,7 @@ from kta_plugins.adapt.cdan import RandomizedMultilinear, entropy_weights
 from kta_plugins.adapt.dann import domain_adversarial_loss, domain_head
 from kta_plugins.adapt.mmd import bandwidths_for
 from kta_plugins.adapt.target import MaskedCrossEntropy, TargetSampler
-from kta_plugins.nn.grl import GradientReversal, ganin_lambda, grad_reverse
+from kta_plugins.nn.grl import GradientReversal, ganin_lambda, ganin_lr_factor, grad_reverse
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0, 2.5])
@@ -39,6 +39,15 @@ def test_ganin_schedule_matches_formula():
     assert ganin_lambda(0.5, gamma=2.0) == pytest.approx(2.0 / (1.0 + math.exp(-1.0)) - 1.0)
     with pytest.raises(ValueError, match="p"):
         ganin_lambda(1.5)
+
+
+def test_ganin_lr_annealing_matches_formula():
+    for p in [0.0, 0.1, 0.25, 0.5, 0.9, 1.0]:
+        assert ganin_lr_factor(p) == pytest.approx(1.0 / (1.0 + 10.0 * p) ** 0.75)
+    assert ganin_lr_factor(0.0) == 1.0 and ganin_lr_factor(1.0) == pytest.approx(11.0 ** -0.75)  # ~0.166
+    assert ganin_lr_factor(0.5, alpha=2.0, beta=1.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="p"):
+        ganin_lr_factor(-0.1)
 
 
 def _direct_cov(h):

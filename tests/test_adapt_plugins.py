@@ -59,6 +59,35 @@ def test_dann_head_is_trained_outside_the_model_and_follows_the_schedule(bm):
     assert seen[0][1] == 0.0 and seen[-1][1] > 0.45
 
 
+def test_ganin_lr_anneals_every_group_including_the_domain_head_and_restores_them(bm):
+    from avalanche.core import SupervisedPlugin
+
+    from kta_plugins.adapt.dann import GaninLR
+    from kta_plugins.nn.grl import ganin_lr_factor
+
+    torch.manual_seed(0)
+    model = MLP((1, 8, 8), 10, hidden=(16,))
+    sched, dann = GaninLR(), DANN(head_hidden=8, head_lr=0.01)
+    s = _strategy(model, [sched, dann], epochs=2, lr=0.05)   # GaninLR first: it sees the head group late
+    seen = []
+
+    class Spy(SupervisedPlugin):
+        def before_update(self, strategy, **kw):
+            seen.append((sched.step, [g["lr"] for g in strategy.optimizer.param_groups]))
+
+    s.plugins.append(Spy())
+    s.train(bm.train_stream[0])
+    total = sched.total_steps
+    assert total == 2 * -(-len(bm.source_train) // 32) and len(seen) == total
+    for step, lrs in seen:
+        f = ganin_lr_factor(step / total)
+        assert lrs == pytest.approx([0.05 * f, 0.01 * f])
+    assert seen[-1][1][0] < 0.2 * 0.05
+    assert [g["lr"] for g in s.optimizer.param_groups] == [0.05, 0.01]    # restored after the experience
+    with pytest.raises(ValueError, match="beta"):
+        GaninLR(beta=-1.0)
+
+
 def test_dann_without_target_fails_before_the_first_step():
     pair = _small_pair()
     from scenarios.streams import domain_incremental
@@ -217,3 +246,29 @@ def test_state_round_trips_with_weights_only(bm, tmp_path):
     fresh.load_state_dict(torch.load(tmp_path / "p.pt", weights_only=True))
     assert all(torch.equal(a, b) for a, b in zip(fresh.head.parameters(), dann.head.parameters()))
     assert torch.equal(fresh.rng_state, dann.rng_state)
+
+
+def test_cnn1d_gap_pools_features_and_its_batchnorm_sees_the_target_batches():
+    from kta_plugins.nn import make_model
+    from kta_plugins.nn.models import CNN1dGAP
+    from scenarios.streams import domain_incremental
+
+    net = make_model("cnn1d-gap", (1, 40), 10)
+    assert isinstance(net, CNN1dGAP) and net(torch.randn(3, 1, 40)).shape == (3, 10)
+    assert net.features(torch.randn(3, 1, 40)).shape == (3, 32) == (3, net.feature_dim)
+    with pytest.raises(ValueError, match="input_shape"):
+        CNN1dGAP((1, 8, 8), 10)
+    g = torch.Generator().manual_seed(0)
+    src = TensorClassificationDataset(torch.randn(64, 1, 40, generator=g), torch.randint(0, 3, (64,), generator=g))
+    stream = domain_incremental((src, src), [Identity()])
+    target = torch.randn(64, 1, 40, generator=g) + 5.0            # a shifted target domain
+
+    def bn_mean(plugins):
+        torch.manual_seed(0)
+        model = CNN1dGAP((1, 40), 3, channels=8)
+        _strategy(model, plugins).train(stream.train_stream[0])
+        return model.features[1].running_mean.clone()
+
+    # weight 0: no alignment gradient, yet the target forward pass moves BatchNorm's running statistics
+    # (the "no align (BN)" control of examples/domain_adaptation.py)
+    assert not torch.allclose(bn_mean([]), bn_mean([CORAL(target=target, weight=0.0)]))

@@ -9,7 +9,7 @@ of domains (``stream=True``, see :mod:`kta_plugins.adapt.base`).
 from .base import AlignmentPlugin
 from .cdan import CDAN, multilinear_map
 from .coral import CORAL, coral_loss
-from .dann import DANN
+from .dann import DANN, GaninLR
 from .fair import FairAdversary, adversary_loss, attribute_probe
 from .feature_augmentation import FeatureAugmentation, augment
 from .feature_matching import FeatureMatching
@@ -18,7 +18,7 @@ from .self_training import SelfTraining, pseudo_label
 from .target import UNLABELED, MaskedCrossEntropy, TargetSampler
 
 __all__ = [
-    "AlignmentPlugin", "CDAN", "CORAL", "DANN", "FairAdversary", "FeatureAugmentation", "FeatureMatching",
+    "AlignmentPlugin", "CDAN", "CORAL", "DANN", "FairAdversary", "FeatureAugmentation", "FeatureMatching", "GaninLR",
     "MMD", "MaskedCrossEntropy", "SelfTraining", "TargetSampler", "UNLABELED", "adversary_loss",
     "attribute_probe", "augment", "coral_loss", "mmd_loss", "multilinear_map", "pseudo_label",
 ]

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import check_int, check_positive, register_plugin
-from ..nn.grl import ganin_lambda, grad_reverse
+from ..base import KTAPlugin, check_int, check_positive, register_plugin
+from ..nn.grl import ganin_lambda, ganin_lr_factor, grad_reverse
 from .base import AlignmentPlugin
 
-__all__ = ["DANN", "domain_head", "domain_adversarial_loss"]
+__all__ = ["DANN", "GaninLR", "domain_head", "domain_adversarial_loss"]
 
 
 def _check_target():
@@ -84,10 +84,11 @@ class DANN(AlignmentPlugin):
     Example:
         >>> from kta_plugins.adapt import DANN
         >>> bm = source_target("mnist1d", mnist1d_domain(shear_scale=2.0, seed=43))
-        >>> dann = DANN(layer="features", lambda_max=1.0, head_lr=0.01)
-        >>> strategy = Naive(model=model, optimizer=opt, plugins=[dann], train_epochs=30)
+        >>> model = CNN1dGAP((1, 40), 10)                # kta_plugins.nn.models: pooled BatchNorm features
+        >>> dann = DANN(layer="features", lambda_max=1.0, weight=1.0)
+        >>> strategy = Naive(model=model, optimizer=opt, plugins=[dann], train_epochs=20)
         >>> strategy.train(bm.train_stream[0])           # target read from bm.target_unlabeled
-        >>> # command line: kta run --scenario mnist1d-shear --plugin dann:lambda_max=0.5
+        >>> # kta run --scenario mnist1d-shear --model cnn1d-gap --plugin dann --epochs 20 --lr 0.05 --momentum 0.9
     """
 
     technique = "DANN"
@@ -146,3 +147,70 @@ class DANN(AlignmentPlugin):
     def alignment_loss(self, hs, ht, out_s, out_t):
         self.last_lambda = self.current_lambda()
         return domain_adversarial_loss(self.head, hs, ht, self.last_lambda)
+
+
+@register_plugin("ganin-lr")
+class GaninLR(KTAPlugin):
+    """The learning-rate annealing of DANN (Ganin & Lempitsky 2015, "Unsupervised Domain Adaptation
+    by Backpropagation", ICML, section 5.1):
+
+        mu_p = mu_0 / (1 + alpha * p) ** beta
+
+    with ``p`` the training progress from 0 to 1 within each experience (or over
+    ``schedule_steps`` updates) and ``mu_0`` each parameter group's learning rate
+    when first seen in the experience. Groups added later (the domain classifier
+    a :class:`DANN` plugin adds) are annealed too, from their own ``mu_0``. The
+    learning rates are set before every update and restored to ``mu_0`` at the end
+    of the experience, so the next experience starts from them again. Use it for
+    every run of a comparison (source only, oracle, each method), not only DANN.
+
+    Args:
+        alpha: speed of the decay (default 10.0, Ganin's).
+        beta: exponent (default 0.75, Ganin's).
+        schedule_steps: updates over which ``p`` goes 0 -> 1 (default: the
+            experience's ``train_epochs * len(dataloader)``).
+
+    Example:
+        >>> from kta_plugins.adapt.dann import DANN, GaninLR
+        >>> strategy = Naive(model=model, optimizer=SGD(model.parameters(), lr=0.01, momentum=0.9),
+        ...                  plugins=[GaninLR(), DANN(head_hidden=100)], train_epochs=30)
+        >>> # command line: kta run --scenario mnist1d-shear --plugin ganin-lr --plugin dann
+    """
+
+    state_attrs = ("step", "total_steps", "base_lrs")
+
+    def __init__(self, alpha: float = 10.0, beta: float = 0.75, schedule_steps: Optional[int] = None):
+        super().__init__()
+        self.alpha = check_positive("alpha", alpha, strict=False)
+        self.beta = check_positive("beta", beta, strict=False)
+        self.schedule_steps = None if schedule_steps is None else check_int("schedule_steps", schedule_steps, 1)
+        self.step = 0
+        self.total_steps = 1
+        self.base_lrs: list = []
+
+    def factor(self) -> float:
+        """``1 / (1 + alpha p) ** beta`` at the current progress ``p``."""
+        return ganin_lr_factor(min(1.0, self.step / self.total_steps), self.alpha, self.beta)
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.step, self.base_lrs = 0, []
+        try:
+            n_iter = len(strategy.dataloader)
+        except TypeError:
+            n_iter = 1
+        steps = self.schedule_steps if self.schedule_steps is not None else strategy.train_epochs * n_iter
+        self.total_steps = max(1, steps)
+
+    def before_training_iteration(self, strategy, **kwargs):
+        groups = strategy.optimizer.param_groups
+        self.base_lrs += [float(g["lr"]) for g in groups[len(self.base_lrs):]]  # groups added since: mu_0 = now
+        f = self.factor()
+        for g, lr0 in zip(groups, self.base_lrs):
+            g["lr"] = lr0 * f
+
+    def after_update(self, strategy, **kwargs):
+        self.step += 1
+
+    def after_training_exp(self, strategy, **kwargs):
+        for g, lr0 in zip(strategy.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr0

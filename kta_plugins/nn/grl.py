@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["GradientReversalFunction", "grad_reverse", "GradientReversal", "ganin_lambda"]
+__all__ = ["GradientReversalFunction", "grad_reverse", "GradientReversal", "ganin_lambda", "ganin_lr_factor"]
 
 
 class GradientReversalFunction(torch.autograd.Function):
@@ -32,6 +32,13 @@ def ganin_lambda(p: float, gamma: float = 10.0) -> float:
     if not (0.0 <= p <= 1.0):
         raise ValueError(f"p must be in [0, 1], got {p!r}")
     return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
+
+
+def ganin_lr_factor(p: float, alpha: float = 10.0, beta: float = 0.75) -> float:
+    """Ganin et al.'s learning-rate annealing ``mu_p / mu_0 = 1 / (1 + alpha * p) ** beta`` for progress ``p`` in [0, 1]."""
+    if not (0.0 <= p <= 1.0):
+        raise ValueError(f"p must be in [0, 1], got {p!r}")
+    return 1.0 / (1.0 + alpha * p) ** beta
 
 
 class GradientReversal(nn.Module):

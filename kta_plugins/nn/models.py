@@ -72,6 +72,39 @@ class CNN1d(nn.Module):
         return self.classifier(self.features(x))
 
 
+class CNN1dGAP(nn.Module):
+    """A 1-D CNN with BatchNorm and global average pooling: 3 blocks conv-BN-ReLU, then the mean over positions.
+
+    Its features (``features``, width ``channels``) do not depend on where along the
+    signal a pattern occurs, and BatchNorm normalises each batch's statistics. On
+    MNIST-1D it is the model of the domain-adaptation recipe
+    (``examples/domain_adaptation.py``): the alignment losses act on the pooled features.
+
+    Args:
+        input_shape: ``(channels, length)``, e.g. ``(1, 40)``.
+        n_classes: number of outputs.
+        channels: channels of each conv layer (default 32).
+    """
+
+    def __init__(self, input_shape: Sequence[int], n_classes: int, channels: int = 32):
+        super().__init__()
+        _check_shape(input_shape, n_classes)
+        if len(input_shape) != 2:
+            raise ValueError(f"CNN1dGAP needs input_shape (channels, length), got {tuple(input_shape)}")
+        c = input_shape[0]
+        self.features = nn.Sequential(
+            nn.Conv1d(c, channels, 5, padding=2), nn.BatchNorm1d(channels), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.BatchNorm1d(channels), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.BatchNorm1d(channels), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        )
+        self.feature_dim = channels
+        self.classifier = nn.Linear(channels, n_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
 class SmallCNN(nn.Module):
     """Two conv blocks (conv-BN-ReLU-pool) and a linear head, for small images.
 
@@ -99,7 +132,7 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = {"mlp": MLP, "cnn1d": CNN1d, "cnn": SmallCNN}
+MODELS = {"mlp": MLP, "cnn1d": CNN1d, "cnn": SmallCNN, "cnn1d-gap": CNN1dGAP}
 
 
 def make_model(name: str, input_shape: Sequence[int], n_classes: int, **kwargs) -> nn.Module:
