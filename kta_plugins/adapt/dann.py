@@ -19,11 +19,21 @@ def _check_target():
     return torch.rand(48, 1, 8, 8, generator=torch.Generator().manual_seed(123))
 
 
-def domain_head(width: int, hidden: int = 100) -> nn.Module:
-    """The domain classifier: ``Linear(width, hidden) -> ReLU -> Linear(hidden, 1)`` (``hidden=0``: one linear layer)."""
-    if hidden == 0:
-        return nn.Sequential(nn.Linear(width, 1))
-    return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+def domain_head(width: int, hidden: int = 100, n_out: int = 1, seed: Optional[int] = None) -> nn.Module:
+    """The domain classifier: ``Linear(width, hidden) -> ReLU -> Linear(hidden, n_out)`` (``hidden=0``: one
+    linear layer). With ``seed``, initialised from it (PyTorch's default uniform bounds), independent of the
+    global RNG. Also the attribute adversary of :mod:`.fair` (``n_out`` attribute values)."""
+    layers = [nn.Linear(width, n_out)] if hidden == 0 else [nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_out)]
+    head = nn.Sequential(*layers)
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in layers:
+                if isinstance(m, nn.Linear):
+                    bound = 1.0 / m.in_features ** 0.5
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2 * bound - bound)
+                    m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 2 * bound - bound)
+    return head
 
 
 def domain_adversarial_loss(head: nn.Module, hs: torch.Tensor, ht: torch.Tensor, lambda_: float,
@@ -119,14 +129,7 @@ class DANN(AlignmentPlugin):
             raise self._err(f"the domain classifier reads {self.head[0].in_features} features but layer "
                             f"{self.layer!r} now gives {width}")
         if self.head is None:
-            g = torch.Generator().manual_seed(self.seed + 1)
-            self.head = domain_head(width, self.head_hidden)
-            with torch.no_grad():  # seeded initialisation, independent of the global RNG
-                for m in self.head:
-                    if isinstance(m, nn.Linear):
-                        bound = 1.0 / m.in_features ** 0.5
-                        m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2 * bound - bound)
-                        m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 2 * bound - bound)
+            self.head = domain_head(width, self.head_hidden, seed=self.seed + 1)
         self.head.to(strategy.device).train()
 
     def trainable_modules(self):

@@ -47,24 +47,15 @@ from ..base import KTAPlugin, check_int, check_positive, check_range, check_type
 from ..nn.grl import ganin_lambda, grad_reverse
 from ..nn.tap import FeatureTap, resolve_module
 from .base import forward_model
+from .dann import domain_head
 
 __all__ = ["FairAdversary", "adversary_head", "adversary_loss", "attribute_probe"]
 
 
 def adversary_head(width: int, n_attributes: int, hidden: int = 100, seed: int = 0) -> nn.Module:
     """``Linear(width, hidden) -> ReLU -> Linear(hidden, n_attributes)`` (``hidden=0``: one linear layer),
-    initialised from ``seed`` (PyTorch's default uniform bounds), independent of the global RNG."""
-    layers = [nn.Linear(width, n_attributes)] if hidden == 0 else \
-        [nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_attributes)]
-    head = nn.Sequential(*layers)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in head:
-            if isinstance(m, nn.Linear):
-                bound = 1.0 / m.in_features ** 0.5
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2 * bound - bound)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 2 * bound - bound)
-    return head
+    initialised from ``seed``: DANN's :func:`~kta_plugins.adapt.dann.domain_head` with one output per value."""
+    return domain_head(width, hidden, n_out=n_attributes, seed=seed)
 
 
 def adversary_loss(head: nn.Module, h: torch.Tensor, a: torch.Tensor, lambda_: float,
