@@ -9,9 +9,10 @@
 * :func:`stars`: procedural images of stars; classify the number of points,
   regress the size (outer radius).
 * :func:`multitask_mnist1d`: MNIST-1D (Greydanus 2020) with the digit and one
-  generator quantity (``scale``: amplitude scale, ``shear``, ``translation``,
-  ``padding``) as a regression target, generated with the ``mnist1d`` package's
-  own transforms and random draws (the signals equal ``mnist1d``'s).
+  or more generator quantities (``scale``: amplitude scale, ``shear``,
+  ``translation``, ``padding``) as regression targets, generated with the
+  ``mnist1d`` package's own transforms and random draws (the signals equal
+  ``mnist1d``'s).
 * :func:`multitask_stream`: a stream of multi-task experiences (one joint
   experience, random splits, or splits by the classes of the first
   classification task).
@@ -240,25 +241,30 @@ def _mnist1d_with_quantities(args) -> dict:
     return out
 
 
-def multitask_mnist1d(quantity: str = "scale", **generator_args):
-    """MNIST-1D with two tasks: ``digit`` (10 classes) and ``quantity`` (regression).
+def multitask_mnist1d(quantity: Union[str, Sequence[str]] = "scale", **generator_args):
+    """MNIST-1D with the tasks ``digit`` (10 classes) and one regression task per ``quantity``.
 
     Args:
-        quantity: the generator's per-sample random draw to regress: ``scale``
-            (amplitude scale, default), ``shear``, ``translation`` or ``padding``.
-            The target is standardised with the training set's mean and std.
+        quantity: the generator's per-sample random draw(s) to regress: ``scale``
+            (amplitude scale, default), ``shear``, ``translation``, ``padding``;
+            several as a sequence or joined by ``+`` (``"scale+shear+translation"``).
+            Each target is standardised with the training set's mean and std.
         **generator_args: MNIST-1D generator arguments (``seed``, ``shear_scale``...).
 
     Returns ``(train, test)`` :class:`MultiTaskDataset` with inputs ``(1, 40)``
-    and tasks ``{"digit": 10, quantity: "regression"}``. Cached like
+    and tasks ``{"digit": 10, quantity: "regression", ...}``. Cached like
     :func:`scenarios.datasets.mnist1d`.
     """
     from mnist1d.utils import ObjectView
 
     from .datasets.embedded import _atomic_savez, cache_dir, mnist1d_args
 
-    if quantity not in MNIST1D_QUANTITIES:
-        raise ValueError(f"quantity must be one of {list(MNIST1D_QUANTITIES)}, got {quantity!r}")
+    quantities = quantity.split("+") if isinstance(quantity, str) else list(quantity) \
+        if isinstance(quantity, (list, tuple)) else None
+    if not quantities or any(q not in MNIST1D_QUANTITIES for q in quantities) or \
+            len(set(quantities)) != len(quantities):
+        raise ValueError(f"quantity must be one or more distinct names of {list(MNIST1D_QUANTITIES)} "
+                         f"(a sequence or joined by '+'), got {quantity!r}")
     args = mnist1d_args(**generator_args)
     key = hashlib.sha1(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_dir() / f"mnist1d-mtl-{key}.npz"
@@ -272,16 +278,16 @@ def multitask_mnist1d(quantity: str = "scale", **generator_args):
     if data is None:
         data = _mnist1d_with_quantities(ObjectView(args))
         _atomic_savez(data, path)
-    q_train, q_test = data[f"q_{quantity}"], data[f"q_{quantity}_test"]
-    mean, std = float(q_train.mean()), float(q_train.std()) or 1.0
-    tasks = {"digit": 10, quantity: "regression"}
+    stats = {q: (float(data[f"q_{q}"].mean()), float(data[f"q_{q}"].std()) or 1.0) for q in quantities}
+    tasks = {"digit": 10, **{q: "regression" for q in quantities}}
 
-    def make(x, y, q):
-        return MultiTaskDataset(torch.tensor(np.asarray(x), dtype=torch.float32).unsqueeze(1),
-                                {"digit": torch.as_tensor(np.asarray(y)).long(),
-                                 quantity: torch.tensor((q - mean) / std, dtype=torch.float32)}, tasks)
+    def make(x, y, suffix):
+        targets = {"digit": torch.as_tensor(np.asarray(y)).long()}
+        for q, (mean, std) in stats.items():
+            targets[q] = torch.tensor((data[f"q_{q}{suffix}"] - mean) / std, dtype=torch.float32)
+        return MultiTaskDataset(torch.tensor(np.asarray(x), dtype=torch.float32).unsqueeze(1), targets, tasks)
 
-    return make(data["x"], data["y"], q_train), make(data["x_test"], data["y_test"], q_test)
+    return make(data["x"], data["y"], ""), make(data["x_test"], data["y_test"], "_test")
 
 
 # ------------------------------------------------------------------ streams
@@ -346,6 +352,7 @@ def stars_scenario(n_experiences: int = 1, split: Literal["random", "classes"] =
 @register_scenario("multitask-mnist1d")
 def multitask_mnist1d_scenario(quantity: str = "scale", n_experiences: int = 1,
                                split: Literal["random", "classes"] = "random", seed: int = 0):
-    """MNIST-1D: digit (10 classes) + a generator quantity (default amplitude scale, regression); multi-task."""
+    """MNIST-1D: digit (10 classes) + generator quantities (default amplitude scale; several joined by '+',
+    e.g. quantity=scale+shear+translation; regression); multi-task."""
     return multitask_stream(multitask_mnist1d(quantity=quantity), n_experiences=n_experiences, split=split,
                             seed=seed)

@@ -37,6 +37,17 @@ def test_multitask_mnist1d_signals_equal_mnist1d_and_scale_is_recorded():
         multitask_mnist1d(quantity="colour", num_samples=400)
 
 
+def test_multitask_mnist1d_with_several_quantities():
+    one, _ = multitask_mnist1d(quantity="shear", num_samples=400)
+    tr, te = multitask_mnist1d(quantity="scale+shear+translation", num_samples=400)
+    assert tr.tasks == {"digit": 10, "scale": "regression", "shear": "regression", "translation": "regression"}
+    assert torch.equal(tr.target("shear"), one.target("shear")) and len(te.tasks) == 4
+    assert list(multitask_mnist1d(quantity=["padding", "scale"], num_samples=400)[0].tasks) == \
+        ["digit", "padding", "scale"]
+    with pytest.raises(ValueError, match="quantity"):
+        multitask_mnist1d(quantity="scale+scale", num_samples=400)
+
+
 def test_stream_minibatch_carries_every_target_and_the_tasks():
     bm = multitask_stream(stars(n_train=120, n_test=40), n_experiences=2)
     assert bm.tasks == TASKS and bm.n_classes == 5 and bm.input_shape == (1, 16, 16)

@@ -12,12 +12,16 @@ Tasks are given as ``{name: n_classes (int >= 2) or "regression"}`` (see
   every hidden layer by a learned ``K x K`` cross-stitch matrix.
 * :class:`MMoE` (M4, Ma et al. 2018): shared experts, one softmax gate and one
   tower per task.
+* :class:`QuantileHead`: a regression head that predicts several quantiles of
+  its target (``quantiles={"size": (0.1, 0.5, 0.9)}`` on any model above;
+  trained with the pinball loss of :mod:`kta_plugins.mtl.quantile`).
 
 Import by full path: ``from kta_plugins.nn.multitask import HardSharing``.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -25,8 +29,8 @@ from torch import nn
 
 from scenarios.multitask import check_tasks
 
-__all__ = ["HardSharing", "SoftSharing", "CrossStitch", "CrossStitchUnit", "MMoE", "task_heads", "mlp_trunk",
-           "task_output_dim"]
+__all__ = ["HardSharing", "SoftSharing", "CrossStitch", "CrossStitchUnit", "MMoE", "QuantileHead", "task_heads",
+           "mlp_trunk", "task_output_dim", "check_quantiles", "resolve_quantiles", "model_quantiles"]
 
 
 def task_output_dim(spec) -> int:
@@ -64,15 +68,95 @@ class _Head(nn.Module):
         return out.squeeze(-1) if self.regression else out
 
 
+def check_quantiles(levels, argument: str = "quantiles") -> tuple:
+    """Quantile levels: a non-empty, strictly increasing sequence of numbers in (0, 1); returns a tuple."""
+    if isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
+        raise TypeError(f"{argument} must be a sequence of quantile levels in (0, 1), got {levels!r}")
+    out = []
+    for v in levels:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not 0 < v < 1:
+            raise ValueError(f"{argument}: every quantile level must be a number in (0, 1), got {v!r}")
+        out.append(float(v))
+    if not out:
+        raise ValueError(f"{argument} must list at least one quantile level")
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f"{argument} must be strictly increasing, got {out}")
+    return tuple(out)
+
+
+def resolve_quantiles(quantiles, tasks: dict, argument: str = "quantiles") -> dict:
+    """``{task: levels}`` for regression tasks: ``quantiles`` is ``None`` (no quantile task), a
+    sequence of levels (every regression task) or a dict ``{task: levels}``."""
+    tasks = check_tasks(tasks)
+    if quantiles is None:
+        return {}
+    regression = [n for n, s in tasks.items() if s == "regression"]
+    if isinstance(quantiles, dict):
+        bad = [n for n in quantiles if n not in regression]
+        if bad:
+            raise ValueError(f"{argument}: {bad} are not regression tasks; regression tasks: {regression}")
+        return {n: check_quantiles(quantiles[n], f"{argument}[{n!r}]") for n in regression if n in quantiles}
+    levels = check_quantiles(quantiles, argument)
+    if not regression:
+        raise ValueError(f"{argument}: there is no regression task to predict quantiles of; tasks: {tasks}")
+    return {n: levels for n in regression}
+
+
+class QuantileHead(nn.Module):
+    """A linear head predicting ``Q`` quantiles of a scalar target; output ``(batch, Q)``.
+
+    With ``monotone=True`` (default) the quantiles cannot cross: the head
+    outputs ``q_1 = a_1`` and ``q_k = a_1 + sum_{l=2..k} softplus(a_l)`` from
+    the linear outputs ``a``. With ``monotone=False`` the ``Q`` linear outputs
+    are the quantiles themselves (they may cross; the ``MultiTask`` strategy
+    reports the crossing rate).
+
+    Args:
+        in_dim: input width.
+        quantiles: increasing levels in (0, 1), e.g. ``(0.1, 0.5, 0.9)``.
+        monotone: enforce non-crossing quantiles.
+
+    Example:
+        >>> head = QuantileHead(64, (0.1, 0.5, 0.9))
+        >>> head(torch.randn(8, 64)).shape
+        torch.Size([8, 3])
+    """
+
+    def __init__(self, in_dim: int, quantiles: Sequence[float] = (0.1, 0.5, 0.9), monotone: bool = True):
+        super().__init__()
+        self.quantiles = check_quantiles(quantiles)
+        if not isinstance(monotone, bool):
+            raise TypeError(f"monotone must be bool, got {type(monotone).__name__} {monotone!r}")
+        self.monotone = monotone
+        self.linear = nn.Linear(in_dim, len(self.quantiles))
+
+    def forward(self, h):
+        a = self.linear(h)
+        if not self.monotone or a.shape[-1] == 1:
+            return a
+        return torch.cat([a[..., :1], a[..., :1] + torch.cumsum(nn.functional.softplus(a[..., 1:]), -1)], -1)
+
+
 def _out_dim(module: nn.Module, input_shape) -> int:
     with torch.no_grad():
         return int(module(torch.zeros(1, *input_shape)).flatten(1).shape[1])
 
 
-def task_heads(tasks: dict, in_dim: int) -> nn.ModuleDict:
-    """One linear head per task (``n_classes`` logits, or one value for regression)."""
+def task_heads(tasks: dict, in_dim: int, quantiles: Optional[dict] = None, monotone: bool = True) -> nn.ModuleDict:
+    """One linear head per task (``n_classes`` logits, or one value for regression); a
+    :class:`QuantileHead` for the regression tasks in ``quantiles`` (see :func:`resolve_quantiles`)."""
     tasks = check_tasks(tasks)
-    return nn.ModuleDict({name: _Head(in_dim, spec) for name, spec in tasks.items()})
+    quantiles = resolve_quantiles(quantiles, tasks)
+    return nn.ModuleDict({name: QuantileHead(in_dim, quantiles[name], monotone) if name in quantiles
+                          else _Head(in_dim, spec) for name, spec in tasks.items()})
+
+
+def model_quantiles(model: nn.Module) -> dict:
+    """``{task: levels}`` of the model's :class:`QuantileHead` heads (``model.heads``)."""
+    heads = getattr(model, "heads", None)
+    if not isinstance(heads, nn.ModuleDict):
+        return {}
+    return {n: h.quantiles for n, h in heads.items() if isinstance(h, QuantileHead)}
 
 
 class HardSharing(nn.Module):
@@ -86,15 +170,19 @@ class HardSharing(nn.Module):
         trunk: any module mapping inputs to ``(batch, feature_dim)`` features
             (e.g. a backbone's ``features``).
         feature_dim: the trunk's output width (found with a dummy forward if omitted).
+        quantiles: quantile heads (:class:`QuantileHead`) for regression tasks:
+            levels for every regression task, or ``{task: levels}``.
+        monotone: non-crossing quantile heads (default True).
 
     Example:
         >>> net = HardSharing({"points": 5, "size": "regression"}, input_shape=(1, 16, 16))
         >>> out = net(x)            # {"points": (B, 5) logits, "size": (B,) values}
+        >>> net = HardSharing(tasks, input_shape=(1, 16, 16), quantiles=(0.1, 0.5, 0.9))  # "size": (B, 3)
     """
 
     def __init__(self, tasks: dict, input_shape: Optional[Sequence[int]] = None,
                  hidden: Sequence[int] = (128, 64), trunk: Optional[nn.Module] = None,
-                 feature_dim: Optional[int] = None):
+                 feature_dim: Optional[int] = None, quantiles=None, monotone: bool = True):
         super().__init__()
         self.tasks = check_tasks(tasks)
         if trunk is None:
@@ -109,15 +197,20 @@ class HardSharing(nn.Module):
                 feature_dim = int(trunk(torch.zeros(1, *input_shape)).flatten(1).shape[1])
         self.features = trunk
         self.feature_dim = int(feature_dim)
-        self.heads = task_heads(self.tasks, self.feature_dim)
+        self.heads = task_heads(self.tasks, self.feature_dim, quantiles, monotone)
+
+    @property
+    def quantiles(self) -> dict:
+        return model_quantiles(self)
 
     @classmethod
-    def from_backbone(cls, model: nn.Module, tasks: dict) -> "HardSharing":
+    def from_backbone(cls, model: nn.Module, tasks: dict, quantiles=None, monotone: bool = True) -> "HardSharing":
         """Reuse a KTA backbone's ``features`` (and ``feature_dim``) as the shared trunk."""
         if not isinstance(getattr(model, "features", None), nn.Module) or not hasattr(model, "feature_dim"):
             raise ValueError(f"model {type(model).__name__} needs `features` and `feature_dim` to become "
                              "a hard-sharing multi-task model; build a kta_plugins.nn.multitask model instead")
-        return cls(tasks, trunk=model.features, feature_dim=model.feature_dim)
+        return cls(tasks, trunk=model.features, feature_dim=model.feature_dim, quantiles=quantiles,
+                   monotone=monotone)
 
     def forward(self, x):
         h = self.features(x)
@@ -138,16 +231,19 @@ class SoftSharing(nn.Module):
         tower_factory: a zero-argument callable building one tower (any module
             mapping inputs to ``(batch, d)``, e.g. ``lambda: CNN1d((1, 40), 1).features``);
             replaces the MLP towers.
+        quantiles, monotone: quantile heads, as :class:`HardSharing`.
     """
 
     def __init__(self, tasks: dict, input_shape: Sequence[int], hidden: Sequence[int] = (128, 64),
-                 tower_factory: Optional[Callable[[], nn.Module]] = None):
+                 tower_factory: Optional[Callable[[], nn.Module]] = None, quantiles=None, monotone: bool = True):
         super().__init__()
         self.tasks = check_tasks(tasks)
         make = tower_factory or (lambda: mlp_trunk(input_shape, hidden))
         self.towers = nn.ModuleDict({n: make() for n in self.tasks})
         d = _out_dim(next(iter(self.towers.values())), input_shape)
-        self.heads = nn.ModuleDict({n: _Head(d, s) for n, s in self.tasks.items()})
+        self.heads = task_heads(self.tasks, d, quantiles, monotone)
+
+    quantiles = HardSharing.quantiles
 
     def forward(self, x):
         return {n: self.heads[n](self.towers[n](x)) for n in self.tasks}
@@ -198,10 +294,12 @@ class CrossStitch(nn.Module):
         column_factory: a zero-argument callable returning one column as a list
             of blocks (e.g. conv blocks; the last one's output is flattened for
             the heads); replaces the MLP columns.
+        quantiles, monotone: quantile heads, as :class:`HardSharing`.
     """
 
     def __init__(self, tasks: dict, input_shape: Sequence[int], hidden: Sequence[int] = (128, 64),
-                 self_weight: float = 0.9, column_factory: Optional[Callable[[], Sequence[nn.Module]]] = None):
+                 self_weight: float = 0.9, column_factory: Optional[Callable[[], Sequence[nn.Module]]] = None,
+                 quantiles=None, monotone: bool = True):
         super().__init__()
         self.tasks = check_tasks(tasks)
         names = list(self.tasks)
@@ -226,7 +324,9 @@ class CrossStitch(nn.Module):
             for b in self.columns[names[0]]:
                 h = b(h)
         d = int(h.flatten(1).shape[1])
-        self.heads = nn.ModuleDict({n: _Head(d, s) for n, s in self.tasks.items()})
+        self.heads = task_heads(self.tasks, d, quantiles, monotone)
+
+    quantiles = HardSharing.quantiles
 
     def forward(self, x):
         names = list(self.tasks)
@@ -255,11 +355,12 @@ class MMoE(nn.Module):
         tower_hidden: width of each task tower's hidden layer (default 32).
         expert_factory: a zero-argument callable building one expert (inputs to
             ``(batch, d)``); replaces the MLP experts.
+        quantiles, monotone: quantile heads, as :class:`HardSharing`.
     """
 
     def __init__(self, tasks: dict, input_shape: Sequence[int], n_experts: int = 4,
                  expert_hidden: Sequence[int] = (64,), tower_hidden: int = 32,
-                 expert_factory: Optional[Callable[[], nn.Module]] = None):
+                 expert_factory: Optional[Callable[[], nn.Module]] = None, quantiles=None, monotone: bool = True):
         super().__init__()
         self.tasks = check_tasks(tasks)
         if isinstance(n_experts, bool) or not isinstance(n_experts, int) or n_experts < 1:
@@ -270,7 +371,9 @@ class MMoE(nn.Module):
         self.gates = nn.ModuleDict({n: nn.Linear(in_dim, n_experts) for n in self.tasks})
         d = _out_dim(self.experts[0], input_shape)
         self.towers = nn.ModuleDict({n: nn.Sequential(nn.Linear(d, tower_hidden), nn.ReLU()) for n in self.tasks})
-        self.heads = nn.ModuleDict({n: _Head(tower_hidden, s) for n, s in self.tasks.items()})
+        self.heads = task_heads(self.tasks, tower_hidden, quantiles, monotone)
+
+    quantiles = HardSharing.quantiles
 
     def forward(self, x):
         e = torch.stack([expert(x) for expert in self.experts], 1)  # (B, E, d)
