@@ -19,10 +19,17 @@ fails on Python 3.11), and avoids learn2learn's known traps:
   seeded state and swaps it in only while sampling, so episodes are reproducible
   and the global state is left alone.
 
-learn2learn gives the *indices* of each task; the samples are then cut from
-the tensors by indexing (``LoadData`` would call ``__getitem__`` and collate
-once per sample). :func:`learn2learn_taskset` builds the stock learn2learn
-pipeline (``LoadData``, ``RemapLabels``, ``ConsecutiveLabels``) for comparison.
+Speed: the sampler's ``Taskset`` has no ``LoadData`` and its ``task_collate``
+(:func:`task_indices`) keeps each task as its list of dataset indices; task
+descriptions are drawn in blocks of 64, and a call then cuts the samples of its
+tasks from the tensors with one ``index_select`` for the support sets and one
+for the query sets (``LoadData`` and the default collate would call
+``__getitem__`` and stack tensors once per sample; ``RemapLabels`` would find
+each label with ``list.index``). Labels ``0..N-1`` follow from the order of the
+description, which ``FusedNWaysKShots`` groups by class. What remains is
+learn2learn's own cost of drawing a description (``random.sample`` per class).
+:func:`learn2learn_taskset` builds the stock learn2learn pipeline
+(``LoadData``, ``RemapLabels``, ``ConsecutiveLabels``) for comparison.
 
 Example:
     >>> from scenarios.datasets import glyphs
@@ -46,6 +53,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "Episode", "EpisodeSampler", "EpisodeLoader", "TensorTaskDataset", "as_tensors", "labels_to_indices",
+    "task_indices",
     "meta_dataset", "learn2learn_taskset", "check_disjoint", "few_shot_benchmark", "episode_spec",
 ]
 
@@ -163,6 +171,16 @@ def learn2learn_taskset(data, n_ways: int, k_shots: int, q_queries: int, classes
 
 
 # ---------------------------------------------------------------- episodes
+def task_indices(data: list) -> list:
+    """learn2learn ``task_collate`` of :class:`EpisodeSampler`'s ``Taskset``: the task's sample indices, as is.
+
+    Without ``LoadData`` each sample of a task description is its dataset index;
+    stacking them is left to the sampler, which gathers the samples of many tasks
+    with one ``index_select`` instead of collating one sample at a time.
+    """
+    return data
+
+
 @dataclass
 class Episode:
     """One N-way K-shot Q-query task.
@@ -249,50 +267,70 @@ class EpisodeSampler:
         self.meta = l2l.data.MetaDataset(TensorTaskDataset(self.x, self.y), labels_to_indices=l2i)
         self.transform = l2l.data.transforms.FusedNWaysKShots(self.meta, n=self.n_ways, k=need,
                                                               filter_labels=list(classes))
-        self.taskset = l2l.data.Taskset(self.meta, [self.transform], num_tasks=-1)
+        # No LoadData: a task's description stays a list of dataset indices, which the
+        # task_collate (task_indices) hands over as is; the samples are then gathered by index
+        # tensor (LoadData + the default collate would fetch and stack them one at a time).
+        self.taskset = l2l.data.Taskset(self.meta, [self.transform], num_tasks=-1, task_collate=task_indices)
         self._rng = random.Random(seed)
-        self._buffer = torch.empty(0, self.n_ways, need, dtype=torch.long)
-        self._pos = 0
         self._support_y = torch.arange(self.n_ways).repeat_interleave(self.k_shots)
         self._query_y = torch.arange(self.n_ways).repeat_interleave(self.q_queries)
+        self._fill(torch.empty(0, self.n_ways, need, dtype=torch.long))
 
     def __repr__(self):
         return (f"EpisodeSampler({self.n_ways}-way {self.k_shots}-shot {self.q_queries}-query, "
                 f"{len(self.classes)} classes, {len(self.y)} samples)")
 
     def _draw(self, n_tasks: int) -> torch.Tensor:
-        need = self.k_shots + self.q_queries
+        # taskset[0], not taskset.sample(): sample() spends a random draw choosing among the
+        # taskset's one (ever-resampled) task; [0] gives a fresh FusedNWaysKShots description
+        # through Taskset.get_task and task_indices, nothing else.
         with _rng_swapped(self._rng):
-            idx = [dd.index for _ in range(n_tasks) for dd in self.taskset.sample_task_description()]
-        return torch.tensor(idx, dtype=torch.long).view(n_tasks, self.n_ways, need)
+            idx = [self.taskset[0] for _ in range(n_tasks)]
+        return torch.from_numpy(np.array(idx, dtype=np.int64)).view(n_tasks, self.n_ways, -1)
+
+    def _fill(self, buffer: torch.Tensor) -> None:
+        """Take ``buffer`` (drawn tasks' indices) and precompute what each call slices from it."""
+        M, K = len(buffer), self.k_shots
+        self._buffer, self._pos = buffer, 0
+        self._s_idx = buffer[:, :, :K].reshape(-1)  # support indices, task after task
+        self._q_idx = buffer[:, :, K:].reshape(-1)
+        self._classes = self.y.index_select(0, buffer[:, :, 0].reshape(-1)).view(M, self.n_ways)
+        self._s_y = self._support_y.expand(M, -1)
+        self._q_y = self._query_y.expand(M, -1)
+
+    def _next(self, n_tasks: int) -> tuple[int, int]:
+        """Positions ``[a, b)`` of the next ``n_tasks`` tasks in the buffer, refilled when short.
+
+        Descriptions are drawn in blocks of at least 64 tasks (one swap of the random state per block).
+        """
+        if type(n_tasks) is not int or n_tasks < 1:
+            n_tasks = _check_int("n_tasks", n_tasks, 1)
+        if len(self._buffer) - self._pos < n_tasks:
+            rest = self._buffer[self._pos:]
+            self._fill(torch.cat([rest, self._draw(max(64, n_tasks - len(rest)))]))
+        a = self._pos
+        self._pos += n_tasks
+        return a, self._pos
 
     def sample_indices(self, n_tasks: int = 1) -> torch.Tensor:
         """Dataset indices of ``n_tasks`` tasks, ``(n_tasks, N, K + Q)``; row ``i`` of a task is label ``i``.
 
-        Task descriptions are drawn from learn2learn in chunks of 64 (one swap of
-        the random state per chunk); the sequence of tasks depends on the seed only.
+        The sequence of tasks depends on the seed only, not on how many tasks each call asks for.
         """
-        n_tasks = _check_int("n_tasks", n_tasks, 1)
-        if len(self._buffer) - self._pos < n_tasks:
-            rest = self._buffer[self._pos:]
-            self._buffer = torch.cat([rest, self._draw(max(64, n_tasks - len(rest)))])
-            self._pos = 0
-        out = self._buffer[self._pos:self._pos + n_tasks]
-        self._pos += n_tasks
-        return out
+        a, b = self._next(n_tasks)
+        return self._buffer[a:b]
 
     def sample_batch(self, n_tasks: int = 1) -> list[torch.Tensor]:
         """``n_tasks`` tasks stacked: ``[support_x (B, N*K, ...), support_y (B, N*K), query_x (B, N*Q, ...),
         query_y (B, N*Q), classes (B, N)]``."""
-        idx = self.sample_indices(n_tasks)
-        B, N, K, Q = n_tasks, self.n_ways, self.k_shots, self.q_queries
+        a, b = self._next(n_tasks)
+        nk, nq = self.n_ways * self.k_shots, self.n_ways * self.q_queries
         shape = self.x.shape[1:]
-        s_idx, q_idx = idx[:, :, :K].reshape(-1), idx[:, :, K:].reshape(-1)
         # index_select: much cheaper than advanced indexing for a few rows of a big tensor.
         return [
-            self.x.index_select(0, s_idx).view(B, N * K, *shape), self._support_y.expand(B, -1),
-            self.x.index_select(0, q_idx).view(B, N * Q, *shape), self._query_y.expand(B, -1),
-            self.y.index_select(0, idx[:, :, 0].reshape(-1)).view(B, N),
+            self.x.index_select(0, self._s_idx[a * nk:b * nk]).view(b - a, nk, *shape), self._s_y[a:b],
+            self.x.index_select(0, self._q_idx[a * nq:b * nq]).view(b - a, nq, *shape), self._q_y[a:b],
+            self._classes[a:b],
         ]
 
     def sample(self) -> Episode:

@@ -96,6 +96,33 @@ def test_sampler_is_seeded_and_leaves_the_global_random_state_alone():
     assert torch.equal(torch.cat([s1.sample_indices(1) for _ in range(70)]), s2.sample_indices(70))
 
 
+def test_tasks_come_from_learn2learn_taskset_and_batches_do_not_depend_on_the_call_size():
+    import learn2learn as l2l
+
+    from scenarios.episodes import task_indices
+
+    data = _toy(n_classes=6, per_class=10)
+    s = EpisodeSampler(data, 3, 2, 2, seed=4)
+    assert isinstance(s.taskset, l2l.data.Taskset) and s.taskset.task_collate is task_indices
+    assert isinstance(s.transform, l2l.data.transforms.FusedNWaysKShots)
+    # the learn2learn task description, in the Taskset's random state, is the sampler's first task
+    ref = random.Random(4)
+    saved = random.getstate()
+    random.setstate(ref.getstate())
+    first = s.taskset[0]
+    random.setstate(saved)
+    assert torch.equal(s.sample_indices(1).flatten(), torch.tensor(first))
+    # one task per call or 70 at once (across refills of the buffer): the same tasks, the same samples
+    s1, s2 = EpisodeSampler(data, 3, 2, 2, seed=9), EpisodeSampler(data, 3, 2, 2, seed=9)
+    one = [s1.sample_batch(1) for _ in range(70)]
+    many = s2.sample_batch(70)
+    for field, whole in zip(zip(*one), many):
+        assert torch.equal(torch.cat(field), whole)
+    sx, sy, qx, qy, cls = many
+    assert torch.equal(data.y[sx[:, :, 0].long()], cls.gather(1, sy))  # support sample -> its class
+    assert torch.equal(data.y[qx[:, :, 0].long()], cls.gather(1, qy))
+
+
 def test_restricting_classes(small_glyphs):
     _, ev = small_glyphs
     allowed = ev.classes[:6]

@@ -10,7 +10,7 @@ from scenarios.datasets import glyphs
 from scenarios.episodes import few_shot_benchmark
 from strategies.meta import (
     ANIL, FOMAML, MAML, METHODS, MatchingNet, MetaSGD, ProtoNet, RelationNet, Siamese, default_backbone, mean_ci95,
-    run_few_shot,
+    method_settings, run_few_shot,
 )
 from strategies.meta.matchingnet import cosine_attention
 from strategies.meta.protonet import prototypes
@@ -271,3 +271,18 @@ def test_an_experience_with_too_few_classes_or_samples_is_a_clear_error_before_t
         ProtoNet(model=net, optimizer=_opt(net), k_shots=10, q_queries=11, progress=False).train(tiny_bm.train_stream[0])
     assert all(torch.equal(a, b.detach()) for a, b in zip(before, net.parameters()))
     assert s.n_ways == 9
+
+
+def test_mnist1d_maml_has_its_own_recipe_and_other_settings_are_unchanged():
+    glyph = method_settings("maml")
+    mnist = method_settings("maml", scenario_name="mnist1d-4way-1shot")
+    assert (mnist["inner_lr"], mnist["adaptation_steps"], mnist["test_adaptation_steps"]) == (0.1, 5, 10)
+    assert mnist["iterations_per_epoch"] == 1000 and mnist["meta_batch_size"] == 4
+    assert (glyph["inner_lr"], glyph["adaptation_steps"], glyph["iterations_per_epoch"]) == (0.4, 1, 250)
+    assert method_settings("maml", scenario_name="glyphs-5way-1shot") == glyph
+    assert method_settings("maml", scenario_name="mnist1d-4way-1shot:q_queries=5") == mnist
+    assert method_settings("protonet", scenario_name="mnist1d-4way-1shot") == method_settings("protonet")
+    quick = method_settings("maml", quick=True, scenario_name="mnist1d-4way-1shot")
+    assert quick["iterations_per_epoch"] == method_settings("maml", quick=True)["iterations_per_epoch"] == 10
+    with pytest.raises(ValueError, match="strategy_name"):
+        method_settings("nope", scenario_name="mnist1d-4way-1shot")
