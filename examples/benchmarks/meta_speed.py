@@ -26,7 +26,7 @@ import statistics
 import time
 import warnings
 
-import learn2learn as l2l
+from strategies.meta._l2l import l2l  # learn2learn without gym's start-up notice
 import torch
 from torch.nn import functional as F
 
