@@ -50,6 +50,9 @@ METHODS = {
     "adversary w=2": dict(weight=2.0, schedule=False),
     "Ganin schedule w=1": dict(weight=1.0),
     "conditional w=1": dict(weight=1.0, conditional=True, schedule=False),
+    # the adversary kept near its best response: 5 extra SGD steps (lr 0.1) of the adversary alone per update
+    "w=1 + 5 adv. steps": dict(weight=1.0, schedule=False, adversary_steps=5, adversary_lr=0.1),
+    "w=1 + 10 adv. steps": dict(weight=1.0, schedule=False, adversary_steps=10, adversary_lr=0.1),
 }
 
 

@@ -141,6 +141,12 @@ class FairAdversary(KTAPlugin):
             default False: Edwards & Storkey's, demographic parity).
         head_hidden: hidden width of the adversary (default 100; 0: linear).
         head_lr: learning rate of the adversary (default: the optimizer's).
+        adversary_steps: extra plain-SGD steps of the adversary alone after every update, on that
+            minibatch's (detached) features and attributes (default 0). With one joint step the encoder
+            outruns the adversary: it learns to fool *that* adversary while the attribute stays linearly
+            readable; a few extra steps keep the adversary near its best response, as the alternating
+            schemes of Edwards & Storkey / Madras et al. (2018) do.
+        adversary_lr: learning rate of those extra steps (default: ``head_lr``, else the optimizer's).
         seed: seed of the adversary's initialisation (default 0).
 
     Example:
@@ -161,7 +167,7 @@ class FairAdversary(KTAPlugin):
                  lambda_max: float = 1.0, schedule: bool = True, gamma: float = 10.0,
                  schedule_steps: Optional[int] = None, n_attributes: Optional[int] = None,
                  conditional: bool = False, head_hidden: int = 100, head_lr: Optional[float] = None,
-                 seed: int = 0):
+                 adversary_steps: int = 0, adversary_lr: Optional[float] = None, seed: int = 0):
         super().__init__()
         if attribute is not None and not callable(attribute):
             raise TypeError(f"attribute must be None (read from the data) or a function of the inputs, "
@@ -177,6 +183,8 @@ class FairAdversary(KTAPlugin):
         self.conditional = check_type("conditional", conditional, bool)
         self.head_hidden = check_int("head_hidden", head_hidden, 0)
         self.head_lr = None if head_lr is None else check_positive("head_lr", head_lr)
+        self.adversary_steps = check_int("adversary_steps", adversary_steps, 0)
+        self.adversary_lr = None if adversary_lr is None else check_positive("adversary_lr", adversary_lr)
         self.seed = check_int("seed", seed)
         self.head: Optional[nn.Module] = None
         self.step = 0
@@ -184,6 +192,7 @@ class FairAdversary(KTAPlugin):
         self.n_classes = 0
         self._tap: Optional[FeatureTap] = None
         self._h = None
+        self._extra = None  # (features, condition, attribute) of the last minibatch, for adversary_steps
         self.last_lambda = 0.0
         self.last_loss = float("nan")
         self.last_accuracy = float("nan")
@@ -319,17 +328,34 @@ class FairAdversary(KTAPlugin):
         self.last_loss = float(loss.detach())
         self.last_accuracy = float((logits.argmax(1) == a).float().mean())
         strategy.loss = strategy.loss + self.weight * loss
+        if self.adversary_steps:
+            self._extra = (self._h.detach().flatten(1), cond, a)
         self._h = None
 
     def after_update(self, strategy, **kwargs):
         if self._tap is not None:
             self.step += 1
+        if self._extra is not None:
+            self._adversary_steps(strategy)
+
+    def _adversary_steps(self, strategy):
+        """``adversary_steps`` plain SGD steps of the adversary alone on the last minibatch."""
+        h, cond, a = self._extra
+        self._extra = None
+        z = h if cond is None else torch.cat([h, cond.float()], 1)
+        lr = self.adversary_lr or self.head_lr or strategy.optimizer.param_groups[0]["lr"]
+        params = list(self.head.parameters())
+        for _ in range(self.adversary_steps):
+            grads = torch.autograd.grad(F.cross_entropy(self.head(z), a), params)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    p.sub_(lr * g)
 
     def after_training_exp(self, strategy, **kwargs):
         if self._tap is not None:
             self._tap.remove()
             self._tap = None
-        self._h = None
+        self._h = self._extra = None
 
 
 # ------------------------------------------------------------------ probe
