@@ -41,6 +41,7 @@ from scenarios.registry import Registry
 __all__ = [
     "KTAPlugin", "PLUGINS", "register_plugin", "frozen_copy", "match_modules", "match_parameters",
     "check_type", "check_positive", "check_range", "check_fraction", "check_choice", "check_int",
+    "add_to_optimizer", "experience_steps",
 ]
 
 #: Command-line names of plugins: ``kta run --plugin NAME:key=value``.
@@ -162,6 +163,34 @@ def match_parameters(model: nn.Module, patterns, argument: str = "patterns") -> 
                              f"parameters: {names[:20]}")
         out += [n for n in hit if n not in out]
     return out
+
+
+def add_to_optimizer(optimizer, module: nn.Module, lr: Optional[float] = None) -> None:
+    """Add the parameters of ``module`` that ``optimizer`` does not hold yet as one new group
+    (``lr``: its own learning rate; default the optimizer's).
+
+    For modules a plugin owns (a domain classifier, a regressor): Avalanche's ``make_optimizer``
+    only knows ``strategy.model``'s parameters, so call this in ``before_training_exp`` (after it ran).
+    """
+    in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    params = [p for p in module.parameters() if id(p) not in in_opt]
+    if params:
+        group = {"params": params}
+        if lr is not None:
+            group["lr"] = lr
+        optimizer.add_param_group(group)
+
+
+def experience_steps(strategy, steps: Optional[int] = None) -> int:
+    """Updates a schedule spans in the current training experience: ``steps`` when given, else
+    ``train_epochs * len(dataloader)`` (one batch per epoch when the loader has no length); at least 1."""
+    if steps is None:
+        try:
+            n_iter = len(strategy.dataloader)
+        except TypeError:
+            n_iter = 1
+        steps = strategy.train_epochs * n_iter
+    return max(1, steps)
 
 
 def frozen_copy(module: nn.Module, device=None) -> nn.Module:

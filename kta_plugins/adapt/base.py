@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from ..base import KTAPlugin, check_int, check_positive, check_type
+from ..base import KTAPlugin, add_to_optimizer, check_int, check_positive, check_type, experience_steps
 from ..nn.tap import FeatureTap, resolve_module
 from .target import TargetSampler, as_inputs, find_target
 
@@ -116,15 +116,8 @@ class AlignmentPlugin(KTAPlugin):
         return []
 
     def _ensure_optimized(self, strategy, lr=None):
-        in_opt = {id(p) for g in strategy.optimizer.param_groups for p in g["params"]}
         for m in self.trainable_modules():
-            m.to(strategy.device)
-            params = [p for p in m.parameters() if id(p) not in in_opt]
-            if params:
-                group = {"params": params}
-                if lr is not None:
-                    group["lr"] = lr
-                strategy.optimizer.add_param_group(group)
+            add_to_optimizer(strategy.optimizer, m.to(strategy.device), lr)
 
     # ------------------------------------------------------------------ hooks
     def _err(self, msg):
@@ -160,12 +153,7 @@ class AlignmentPlugin(KTAPlugin):
         hs, out, ht = self._probe(strategy, x_src, other[:1])
         self.setup(strategy, hs, out)
         self._ensure_optimized(strategy, getattr(self, "head_lr", None))
-        try:
-            n_iter = len(strategy.dataloader)
-        except TypeError:
-            n_iter = 1
-        steps = getattr(self, "schedule_steps", None)
-        self.total_steps = max(1, steps if steps is not None else strategy.train_epochs * n_iter)
+        self.total_steps = experience_steps(strategy, getattr(self, "schedule_steps", None))
         self._tap = FeatureTap(strategy.model, [self.layer])
 
     def _probe(self, strategy, x_cur, x_other):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import KTAPlugin, check_int, check_positive, register_plugin
+from ..base import KTAPlugin, check_int, check_positive, experience_steps, register_plugin
 from ..nn.grl import ganin_lambda, ganin_lr_factor, grad_reverse
 from .base import AlignmentPlugin
 
@@ -197,12 +197,7 @@ class GaninLR(KTAPlugin):
 
     def before_training_exp(self, strategy, **kwargs):
         self.step, self.base_lrs = 0, []
-        try:
-            n_iter = len(strategy.dataloader)
-        except TypeError:
-            n_iter = 1
-        steps = self.schedule_steps if self.schedule_steps is not None else strategy.train_epochs * n_iter
-        self.total_steps = max(1, steps)
+        self.total_steps = experience_steps(strategy, self.schedule_steps)
 
     def before_training_iteration(self, strategy, **kwargs):
         groups = strategy.optimizer.param_groups

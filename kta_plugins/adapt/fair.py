@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import KTAPlugin, check_int, check_positive, check_range, check_type, register_plugin
+from ..base import (KTAPlugin, add_to_optimizer, check_int, check_positive, check_range, check_type,
+                    experience_steps, register_plugin)
 from ..nn.grl import ganin_lambda, grad_reverse
 from ..nn.tap import FeatureTap, resolve_module
 from .base import forward_model
@@ -295,20 +296,9 @@ class FairAdversary(KTAPlugin):
         self.head.to(strategy.device).train()
         # Same as DANN: Avalanche's make_optimizer has run by now (it rebuilds / updates the optimizer
         # from strategy.model only), so the adversary joins as its own group here, once per experience.
-        in_opt = {id(p) for g in strategy.optimizer.param_groups for p in g["params"]}
-        params = [p for p in self.head.parameters() if id(p) not in in_opt]
-        if params:
-            group = {"params": params}
-            if self.head_lr is not None:
-                group["lr"] = self.head_lr
-            strategy.optimizer.add_param_group(group)
-        try:
-            n_iter = len(strategy.dataloader)
-        except TypeError:
-            n_iter = 1
+        add_to_optimizer(strategy.optimizer, self.head, self.head_lr)
         self.step = 0
-        steps = self.schedule_steps
-        self.total_steps = max(1, steps if steps is not None else strategy.train_epochs * n_iter)
+        self.total_steps = experience_steps(strategy, self.schedule_steps)
         self._tap = FeatureTap(strategy.model, [self.layer])
 
     def after_forward(self, strategy, **kwargs):

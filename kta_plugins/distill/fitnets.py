@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import check_positive, check_type, register_plugin
+from ..base import add_to_optimizer, check_positive, check_type, register_plugin
 from .base import PREVIOUS, DistillationPlugin
 
 __all__ = ["FitNetsLoss", "FitNets", "make_regressor"]
@@ -126,14 +126,7 @@ class FitNets(DistillationPlugin):
     def _ensure_optimized(self, strategy):
         if self.regressor is None:
             return
-        self.regressor.to(strategy.device)
-        in_opt = {id(p) for g in strategy.optimizer.param_groups for p in g["params"]}
-        params = [p for p in self.regressor.parameters() if id(p) not in in_opt]
-        if params:
-            group = {"params": params}
-            if self.regressor_lr is not None:
-                group["lr"] = self.regressor_lr
-            strategy.optimizer.add_param_group(group)
+        add_to_optimizer(strategy.optimizer, self.regressor.to(strategy.device), self.regressor_lr)
 
     def before_training_exp(self, strategy, **kwargs):
         super().before_training_exp(strategy, **kwargs)
