@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-__all__ = ["tensor_view", "TensorBatchLoader"]
+__all__ = ["tensor_view", "dataset_fields", "TensorBatchLoader"]
 
 
 class _NotTensorBacked(Exception):
@@ -98,6 +98,21 @@ def tensor_view(dataset) -> Optional[list[torch.Tensor]]:
     except _NotTensorBacked:
         return None
     return fields
+
+
+def dataset_fields(dataset, limit: Optional[int] = None) -> list[torch.Tensor]:
+    """Every sample of ``dataset`` as a list of tensors ``[x, y, ...]``: :func:`tensor_view` for a
+    tensor-backed Avalanche dataset, a ``TensorDataset``'s tensors, else ``dataset[i]`` stacked field by
+    field (then the first ``limit`` samples only, when given).
+    """
+    fields = tensor_view(dataset)
+    if fields is not None:
+        return fields
+    if hasattr(dataset, "tensors"):
+        return list(dataset.tensors)
+    n = len(dataset) if limit is None else min(len(dataset), limit)
+    items = [dataset[i] for i in range(n)]
+    return [torch.stack([torch.as_tensor(it[k]) for it in items]) for k in range(len(items[0]))]
 
 
 class TensorBatchLoader:

@@ -223,14 +223,10 @@ class FairAdversary(KTAPlugin):
 
     def _experience_attributes(self, strategy) -> torch.Tensor:
         """The attribute of every sample of the experience (tensor-backed) or of its first 256 samples."""
-        from scenarios.loaders import tensor_view
+        from scenarios.loaders import dataset_fields
 
-        ds = strategy.adapted_dataset
-        fields = tensor_view(ds)
-        if fields is None:
-            # Not tensor-backed: read the first samples only (pass n_attributes= if they may miss values).
-            items = [ds[i] for i in range(min(len(ds), 256))]
-            fields = [torch.stack([torch.as_tensor(it[k]) for it in items]) for k in range(len(items[0]))]
+        # Not tensor-backed: the first samples only (pass n_attributes= if they may miss values).
+        fields = dataset_fields(strategy.adapted_dataset, limit=256)
         if self.attribute is not None:
             x = fields[0]
             try:
@@ -351,42 +347,17 @@ class FairAdversary(KTAPlugin):
 # ------------------------------------------------------------------ probe
 def _fields(data):
     """``data`` as a list of tensors ``[x, (y), (a), ...]`` (tensor dataset, Avalanche dataset or a tensor)."""
-    from scenarios.loaders import tensor_view
+    from scenarios.loaders import dataset_fields
 
     if isinstance(data, torch.Tensor):
         return [data]
-    if hasattr(data, "_flat_data"):
-        fields = tensor_view(data)
-        if fields is not None:
-            return fields
-    if hasattr(data, "tensors"):
-        return list(data.tensors)
     if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
         return list(data)
     try:
-        items = [data[i] for i in range(len(data))]
-        return [torch.stack([torch.as_tensor(it[k]) for it in items]) for k in range(len(items[0]))]
+        return dataset_fields(data)
     except Exception as e:  # noqa: BLE001
         raise TypeError(f"data must be a tensor of inputs, a tensor dataset or a dataset of tuples, "
                         f"got {type(data).__name__}: {e}") from None
-
-
-def _features(model, layer, x, batch_size, device):
-    model_device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = torch.device(device) if device is not None else model_device
-    was_training = model.training
-    tap = FeatureTap(model, [layer], detach=True)
-    feats = []
-    try:
-        model.eval()
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                model(x[i:i + batch_size].to(device))
-                feats.append(tap[layer].flatten(1).cpu())
-    finally:
-        tap.remove()
-        model.train(was_training)
-    return torch.cat(feats)
 
 
 def attribute_probe(model: nn.Module, layer: str, data, attribute=None, *, test_fraction: float = 0.5,
@@ -428,6 +399,8 @@ def attribute_probe(model: nn.Module, layer: str, data, attribute=None, *, test_
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from ..transfer.transferability import extract
+
     check_type("model", model, nn.Module)
     check_type("layer", layer, str)
     resolve_module(model, layer, argument="layer")
@@ -452,7 +425,9 @@ def attribute_probe(model: nn.Module, layer: str, data, attribute=None, *, test_
     values = np.unique(a)
     if len(values) < 2:
         raise ValueError(f"attribute: data holds a single attribute value ({values.tolist()}); nothing to probe")
-    h = _features(model, layer, x, batch_size, device).numpy().astype(np.float64)
+    if device is None:  # where the model is
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    h = extract(model, x.to(device), layer, batch_size)[0].cpu().numpy().astype(np.float64)
     if not np.isfinite(h).all():
         raise ValueError(f"layer={layer!r} gives non-finite features (the model diverged); nothing to probe")
     rng = np.random.default_rng(seed)

@@ -99,16 +99,13 @@ class SelfTraining(KTAPlugin):
 
     def after_train_dataset_adaptation(self, strategy, **kwargs):
         from scenarios.datasets import TensorClassificationDataset
-        from scenarios.loaders import tensor_view
+        from scenarios.loaders import dataset_fields
         from scenarios.streams import _av
 
         ds = strategy.adapted_dataset
         if len(ds) == 0:
             return
-        fields = tensor_view(ds)
-        if fields is None:  # not tensor-backed (transforms): materialise it once, as Avalanche would collate it
-            items = [ds[i] for i in range(len(ds))]
-            fields = [torch.stack([torch.as_tensor(it[f]) for it in items]) for f in range(len(items[0]))]
+        fields = dataset_fields(ds)  # not tensor-backed (transforms): materialised once, as Avalanche collates it
         x, y, t = fields[0], fields[1].long(), fields[-1].long()
         unlabeled = y == UNLABELED
         n_unlabeled = int(unlabeled.sum())
