@@ -50,7 +50,7 @@ import torch
 from scenarios.domains import UNLABELED, GaussianBlur
 from scenarios.registry import register_scenario
 from scenarios.shifts import GaussianNoise, Identity, Rotation, Shift
-from scenarios.streams import _av, _scenario, _targets, load_dataset
+from scenarios.streams import _av, _scenario, _targets, load_tensor_dataset
 
 __all__ = ["Interpolation", "FAMILIES", "bridge_strengths", "bridge_shift", "bridge", "stratified_chunks"]
 
@@ -185,10 +185,7 @@ def bridge(
     test_shifts = [bridge_shift(shift, s, max_strength, seed) for s in test_strengths]
     by_strength = dict(zip(test_strengths, test_shifts))
     shifts = [by_strength[s] for s in strengths]
-    train, test = load_dataset(dataset, **dataset_args)
-    for name, ds in (("train", train), ("test", test)):
-        if not hasattr(ds, "tensors"):
-            raise TypeError(f"bridge needs tensor-backed datasets; the {name} set is {type(ds).__name__}")
+    train, test = load_tensor_dataset(dataset, "bridge", **dataset_args)
     x, y = train.tensors[0], train.tensors[1]
     chunks = stratified_chunks(y.numpy(), n_experiences, seed) if disjoint else \
         [np.arange(len(y))] * n_experiences

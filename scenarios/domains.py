@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from scenarios.registry import register_scenario
 from scenarios.shifts import GaussianNoise, Identity, Rotation, Shift
-from scenarios.streams import _av, _scenario, _targets, load_dataset
+from scenarios.streams import _av, _scenario, _targets, load_dataset, load_tensor_dataset
 
 __all__ = [
     "GaussianBlur", "Inversion", "ToRGB", "ColorBackground", "mnist1d_domain", "source_target", "domain_stream",
@@ -214,10 +214,7 @@ def source_target(
     """
     if target is None:
         raise ValueError("target must be a shift or a (train, test) pair of the target domain")
-    train, test = load_dataset(source, **dataset_args)
-    for name, ds in (("train", train), ("test", test)):
-        if not hasattr(ds, "tensors"):
-            raise TypeError(f"source_target needs tensor-backed datasets; the source {name} set is {type(ds).__name__}")
+    train, test = load_tensor_dataset(source, "source_target (source)", **dataset_args)
     if isinstance(target, (tuple, list)):
         if len(target) != 2:
             raise ValueError("target must be a shift or a (train, test) pair of the target domain")

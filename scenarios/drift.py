@@ -44,7 +44,7 @@ import torch
 
 from scenarios.bridges import stratified_chunks
 from scenarios.registry import register_scenario
-from scenarios.streams import _av, _scenario, _targets, load_dataset
+from scenarios.streams import _av, _scenario, _targets, load_tensor_dataset
 
 __all__ = ["drift_fractions", "remap_classes", "relabel", "drift_stream"]
 
@@ -131,10 +131,7 @@ def drift_stream(
     from scenarios.datasets import TensorClassificationDataset
 
     fractions = drift_fractions(n_experiences, drift, start)
-    train, test = load_dataset(dataset, **dataset_args)
-    for name, ds in (("train", train), ("test", test)):
-        if not hasattr(ds, "tensors"):
-            raise TypeError(f"drift_stream needs tensor-backed datasets; the {name} set is {type(ds).__name__}")
+    train, test = load_tensor_dataset(dataset, "drift_stream", **dataset_args)
     classes = sorted(set(_targets(train).tolist()))
     mapping = remap_classes(classes, n_remapped, seed)
     x, y = train.tensors[0], train.tensors[1]

@@ -21,7 +21,8 @@ from .shifts import Shift
 
 DatasetPair = tuple  # (train, test)
 
-__all__ = ["class_incremental", "task_incremental", "domain_incremental", "load_dataset", "stream_info"]
+__all__ = ["class_incremental", "task_incremental", "domain_incremental", "load_dataset", "load_tensor_dataset",
+           "stream_info"]
 
 
 def load_dataset(dataset: Union[str, DatasetPair], **dataset_args) -> DatasetPair:
@@ -38,6 +39,15 @@ def load_dataset(dataset: Union[str, DatasetPair], **dataset_args) -> DatasetPai
     if dataset_args:
         raise TypeError(f"dataset_args {sorted(dataset_args)} only apply to a dataset given by name")
     return tuple(dataset)
+
+
+def load_tensor_dataset(dataset, who: str, **dataset_args):
+    """:func:`load_dataset`, requiring tensor-backed train and test sets (``who`` names the caller in the error)."""
+    train, test = load_dataset(dataset, **dataset_args)
+    for name, ds in (("train", train), ("test", test)):
+        if not hasattr(ds, "tensors"):
+            raise TypeError(f"{who} needs tensor-backed datasets; the {name} set is {type(ds).__name__}")
+    return train, test
 
 
 def _targets(ds: Dataset) -> np.ndarray:
@@ -178,10 +188,7 @@ def domain_incremental(
     for i, s in enumerate(shifts):
         if not callable(s):
             raise TypeError(f"shifts[{i}] must be callable (a Shift), got {type(s).__name__}")
-    train, test = load_dataset(dataset, **dataset_args)
-    for name, ds in (("train", train), ("test", test)):
-        if not hasattr(ds, "tensors"):
-            raise TypeError(f"domain_incremental needs tensor-backed datasets; the {name} set is {type(ds).__name__}")
+    train, test = load_tensor_dataset(dataset, "domain_incremental", **dataset_args)
     tr, te = [], []
     for s in shifts:
         tr.append(_av(TensorClassificationDataset(s(train.tensors[0]), train.tensors[1]), 0))
