@@ -110,22 +110,13 @@ def drift_split(test_labels: Sequence, predictions_after_each: Sequence, final_p
     return {"per_experience": per, "mean": mean}
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 1024) -> torch.Tensor:
     """Arg-max predictions of ``model`` on ``x`` (eval mode, task label 0; the model's mode is restored)."""
-    from avalanche.models.utils import avalanche_forward
+    from kta_plugins.transfer.transferability import extract
 
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].to(device)
-            t = torch.zeros(len(xb), dtype=torch.long, device=xb.device)
-            out.append(avalanche_forward(model, xb, t).argmax(1).cpu())
-        return torch.cat(out)
-    finally:
-        model.train(was_training)
+    x = x.to(device)
+    t = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    return extract(model, x, None, batch_size, t)[1].argmax(1).cpu()
 
 
 def train_with_drift_split(strategy, benchmark):

@@ -57,17 +57,9 @@ def pseudo_label(model, x: torch.Tensor, task_labels: torch.Tensor, threshold: f
     A sample is kept when its softmax confidence is ``>= threshold`` and it is among the
     ``ceil(fraction * len(x))`` most confident (ties: the earlier sample first).
     """
-    from avalanche.models.utils import avalanche_forward
+    from ..transfer.transferability import extract
 
-    was_training = model.training
-    model.eval()
-    try:
-        probs = torch.cat([
-            torch.softmax(avalanche_forward(model, x[i:i + batch_size], task_labels[i:i + batch_size]), 1)
-            for i in range(0, len(x), batch_size)
-        ])
-    finally:
-        model.train(was_training)
+    probs = torch.softmax(extract(model, x, None, batch_size, task_labels)[1], 1)
     conf, labels = probs.max(1)
     keep = conf >= threshold
     n_top = math.ceil(fraction * len(x))

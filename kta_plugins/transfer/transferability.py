@@ -100,9 +100,14 @@ def leep(source_probs, labels) -> float:
 
 
 @torch.no_grad()
-def extract(model: nn.Module, x: torch.Tensor, layer: Optional[str] = None, batch_size: int = 256):
-    """``(features, logits)`` of ``model`` on ``x``; features are the output of module ``layer``
-    (flattened) read with :class:`kta_plugins.nn.FeatureTap`, ``None`` when no layer is given."""
+def extract(model: nn.Module, x: torch.Tensor, layer: Optional[str] = None, batch_size: int = 256,
+            task_labels: Optional[torch.Tensor] = None):
+    """``(features, logits)`` of ``model`` on ``x`` in eval mode (the model's mode is restored);
+    features are the output of module ``layer`` (flattened) read with :class:`kta_plugins.nn.FeatureTap`,
+    ``None`` when no layer is given. ``task_labels`` (one per sample): forward through Avalanche's
+    ``avalanche_forward``, as its strategies do (multi-head models pick their heads)."""
+    from avalanche.models.utils import avalanche_forward
+
     from kta_plugins.nn.tap import FeatureTap
 
     was_training = model.training
@@ -111,7 +116,9 @@ def extract(model: nn.Module, x: torch.Tensor, layer: Optional[str] = None, batc
     feats, logits = [], []
     try:
         for i in range(0, len(x), batch_size):
-            logits.append(model(x[i:i + batch_size]))
+            xb = x[i:i + batch_size]
+            logits.append(model(xb) if task_labels is None else
+                          avalanche_forward(model, xb, task_labels[i:i + batch_size]))
             if tap is not None:
                 feats.append(tap[layer].flatten(1))
     finally:
