@@ -41,8 +41,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["torchrun_env", "init_distributed", "is_distributed", "rank", "world_size", "is_main_process",
-           "check_strategy", "shutdown"]
+__all__ = ["torchrun_env", "init_distributed", "is_distributed", "is_main_process", "check_strategy", "shutdown"]
 
 
 def torchrun_env() -> bool:
@@ -74,18 +73,6 @@ def is_distributed() -> bool:
     from avalanche.distributed import DistributedHelper
 
     return DistributedHelper.is_distributed
-
-
-def rank() -> int:
-    from avalanche.distributed import DistributedHelper
-
-    return DistributedHelper.rank
-
-
-def world_size() -> int:
-    from avalanche.distributed import DistributedHelper
-
-    return DistributedHelper.world_size
 
 
 def is_main_process() -> bool:
