@@ -114,13 +114,18 @@ def _f(v, d):
 QUANTILES = (0.1, 0.5, 0.9)
 
 
+def first_tasks(pair):
+    """Names of the dataset's first classification task and first regression task."""
+    tasks = pair[0].tasks.items()
+    return next(n for n, s in tasks if s != "regression"), next(n for n, s in tasks if s == "regression")
+
+
 def quantile_part(args, seeds):
     """MSE head vs quantile heads (monotone / free) on each dataset's regression task."""
     for dataset in args.datasets.split(","):
         t0 = time.time()
         pair, epochs = load(dataset, args.quick, args.epochs)
-        cls_task = next(n for n, s in pair[0].tasks.items() if s != "regression")
-        reg_task = next(n for n, s in pair[0].tasks.items() if s == "regression")
+        cls_task, reg_task = first_tasks(pair)
         print(f"\n## {dataset}: quantile heads {QUANTILES} on {reg_task}, hard sharing, {epochs} epochs, "
               f"Adam lr {args.lr}, batch 64, seeds {seeds}")
         print(f"| {reg_task} head | {cls_task} acc (%) | {reg_task} MAE | {reg_task} R^2 | 10-90% coverage | "
@@ -183,7 +188,7 @@ def affinity_part(args, seeds):
         mats.append(z)
     z = torch.stack(mats)
     scale = 1e3
-    print(f"\nmean ± std over seeds, x 1e3 (Z > 0: a step on the row task lowers the column task's loss)\n")
+    print("\nmean ± std over seeds, x 1e3 (Z > 0: a step on the row task lowers the column task's loss)\n")
     print("| from \\ to | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for i, n in enumerate(names):
@@ -200,7 +205,7 @@ def affinity_part(args, seeds):
             {t: m for gr in g["groups"] for t, m in group_run(pair, gr, seed, epochs, args.lr).items()
              if g["served_by"][t] == gr} for seed in seeds]
     rows["single-task nets"] = [{t: group_run(pair, (t,), seed, epochs, args.lr)[t] for t in names} for seed in seeds]
-    print(f"\ntest metrics, mean ± std over seeds (digit: accuracy %, others: R^2)\n")
+    print("\ntest metrics, mean ± std over seeds (digit: accuracy %, others: R^2)\n")
     print("| grouping | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for label, ms in rows.items():
@@ -242,8 +247,7 @@ def main(argv=None):
     for dataset in args.datasets.split(","):
         t0 = time.time()
         pair, epochs = load(dataset, args.quick, args.epochs)
-        cls_task = next(n for n, s in pair[0].tasks.items() if s != "regression")
-        reg_task = next(n for n, s in pair[0].tasks.items() if s == "regression")
+        cls_task, reg_task = first_tasks(pair)
         print(f"\n## {dataset}: {cls_task} (accuracy) + {reg_task} (regression), {epochs} epochs, "
               f"Adam lr {args.lr}, batch 64, seeds {seeds}")
         print(f"| model / weighting | {cls_task} acc (%) | {reg_task} MAE | {reg_task} R^2 |")
