@@ -17,7 +17,7 @@ closes: ``(acc - source_only) / (oracle - source_only)``. On ``mnist1d-shear`` a
 control row, "no align (BN)", runs the target minibatches through the model with
 alignment weight 0: what BatchNorm alone gains from seeing target batches.
 
-The recipe (README.md, "Domain adaptation"): alignment on the pooled / penultimate
+The recipe (docs/domain_adaptation.md, "Earlier recipes"): alignment on the pooled / penultimate
 features (``layer="features"``); DANN with Ganin's lambda schedule to
 ``lambda_max=1`` over the whole run and a 100-unit domain head; SGD, momentum
 0.9, batch 64, constant learning rate. Weights were chosen on the accuracy on the
@@ -29,10 +29,22 @@ alignment plugin with ``stream=True`` (a 200-sample buffer of past domains, whos
 labeled samples are also replayed), and "replay only" (the same buffer and
 replay, alignment weight 0); accuracy on every domain after the last experience.
 
-    python examples/domain_adaptation.py            # the full run (README.md)
+Part 3 (``--suite``, docs/domain_adaptation.md): the DA benchmark suite. Generated source -> target cases
+(digits 8x8: blur, contrast/gain, noise, lens warp, rotation 30, inversion; MNIST-1D generator shifts: shear,
+noise) x architectures (digits: an MLP and ``PlainCNN``; MNIST-1D: ``CNN1dGAP``) x 3 seeds; ``--heldout``:
+shifts that played no part in choosing the defaults, defaults only. In each cell, source only, the target oracle, and every method at every point of its grid
+(``SUITE_GRID``), each scored by the label-free criteria of :mod:`kta_plugins.adapt.select` (held-out source
+data and unlabeled target inputs only). The tables give per method the target accuracy and the share of the gap
+closed at the default arguments, at the grid point picked by each label-free criterion, and at the one picked
+with target test labels ("oracle-selected", an upper bound).
+
+    python examples/domain_adaptation.py            # the full run of parts 1 and 2
     python examples/domain_adaptation.py --quick    # about a minute
     python examples/domain_adaptation.py --part offline --benchmarks mnist1d-shear --seeds 0 --save m0.json
     python examples/domain_adaptation.py --merge m0.json m1.json m2.json   # one table from per-seed runs
+    python examples/domain_adaptation.py --suite --out suite.jsonl     # the suite (resumes from suite.jsonl)
+    python examples/domain_adaptation.py --suite --quick               # 3 digit cases, MLP, 1 seed, 10 epochs
+    python examples/domain_adaptation.py --table suite.jsonl           # the suite's tables from a saved run
 """
 from __future__ import annotations
 
@@ -59,26 +71,31 @@ from strategies.results import accuracy_row
 # momentum 0.9, constant learning rate), epochs and batch size; alignment sits on "features" (the pooled
 # conv features of CNN1dGAP, the hidden layer of the MLP); DANN/CDAN use Ganin's lambda schedule over
 # the whole run with a 100-unit domain head. Weights picked on labeled target *training* accuracy.
+# These recipes predate the robust defaults (issue 17; see --suite); they pin the settings they were measured
+# with: a one-layer 100-unit domain head without dropout, the raw CORAL loss without warm-up, and MMD's kernel
+# sum (weight 5 with the kernel mean of today = weight 1 then) without warm-up.
+OLD_HEAD = dict(head_hidden=100, head_layers=1, head_dropout=0.0)
+OLD_CORAL = dict(normalize=False, warmup=False)
 BENCHMARKS = {
     "mnist1d-shear": dict(
         make=lambda seed: mnist1d_shear(seed=seed), model=lambda: CNN1dGAP((1, 40), 10), lr=0.05, epochs=20,
         # control: the target minibatches go through the model (and its BatchNorm) but the alignment weight
         # is 0, so any gain over "source only" here is BatchNorm seeing target batches, not alignment
-        controls={"no align (BN)": lambda: CORAL(weight=0.0)},
+        controls={"no align (BN)": lambda: CORAL(weight=0.0, **OLD_CORAL)},
         methods={
-            "DANN": lambda: DANN(lambda_max=1.0, weight=1.0),
-            "CORAL": lambda: CORAL(weight=30.0),
-            "MMD": lambda: MMD(weight=1.0),
-            "CDAN": lambda: CDAN(lambda_max=1.0, weight=1.0),
+            "DANN": lambda: DANN(lambda_max=1.0, weight=1.0, **OLD_HEAD),
+            "CORAL": lambda: CORAL(weight=30.0, **OLD_CORAL),
+            "MMD": lambda: MMD(weight=5.0, warmup=False),
+            "CDAN": lambda: CDAN(lambda_max=1.0, weight=1.0, **OLD_HEAD),
         }),
     "digits-to-blurred": dict(
         make=lambda seed: digits_to_blurred(seed=seed), model=lambda: MLP((1, 8, 8), 10, hidden=(128,)),
         lr=0.05, epochs=30,
         methods={
-            "DANN": lambda: DANN(lambda_max=1.0, weight=0.3, head_lr=0.01),
-            "CORAL": lambda: CORAL(weight=10000.0),
-            "MMD": lambda: MMD(weight=1.0),
-            "CDAN": lambda: CDAN(lambda_max=1.0, weight=0.3, head_lr=0.01),
+            "DANN": lambda: DANN(lambda_max=1.0, weight=0.3, head_lr=0.01, **OLD_HEAD),
+            "CORAL": lambda: CORAL(weight=10000.0, **OLD_CORAL),
+            "MMD": lambda: MMD(weight=5.0, warmup=False),
+            "CDAN": lambda: CDAN(lambda_max=1.0, weight=0.3, head_lr=0.01, **OLD_HEAD),
         }),
 }
 
@@ -139,11 +156,11 @@ def gap_table(name, acc, epochs):
 
 STREAM_METHODS = {
     "naive": lambda: [],
-    "replay only": lambda: [CORAL(stream=True, weight=0.0)],
-    "DANN (stream)": lambda: [DANN(stream=True, lambda_max=0.3)],
-    "CORAL (stream)": lambda: [CORAL(stream=True, weight=10000.0)],
-    "MMD (stream)": lambda: [MMD(stream=True, weight=1.0)],
-    "CDAN (stream)": lambda: [CDAN(stream=True, lambda_max=0.3)],
+    "replay only": lambda: [CORAL(stream=True, weight=0.0, **OLD_CORAL)],
+    "DANN (stream)": lambda: [DANN(stream=True, lambda_max=0.3, **OLD_HEAD)],
+    "CORAL (stream)": lambda: [CORAL(stream=True, weight=10000.0, **OLD_CORAL)],
+    "MMD (stream)": lambda: [MMD(stream=True, weight=5.0, warmup=False)],
+    "CDAN (stream)": lambda: [CDAN(stream=True, lambda_max=0.3, **OLD_HEAD)],
 }
 
 
@@ -173,6 +190,351 @@ def run_stream(seeds, epochs):
     return "\n".join(lines)
 
 
+
+# ====================================================================== the DA benchmark suite (--suite)
+# Cases: (source data, target) with a generated shift; every case x every architecture x every seed.
+# The source training half is split 80/20 into training and a labeled *source* validation set (for IWCV and
+# DEV); the target training half is the unlabeled target; the target test set is only read for the
+# accuracies (and the oracle-selected row, labelled as such).
+def _suite_cases():
+    from scenarios.domains import GaussianBlur, Inversion, mnist1d_domain
+    from scenarios.shifts import Contrast, GaussianNoise, LensWarp, Rotation
+
+    return {
+        "digits-blur": ("digits", lambda s: GaussianBlur(1.0)),
+        "digits-contrast": ("digits", lambda s: Contrast(gain=0.4, offset=0.4)),
+        "digits-noise": ("digits", lambda s: GaussianNoise(0.4, seed=100 + s)),
+        "digits-lens": ("digits", lambda s: LensWarp(k=-0.35)),
+        "digits-rot30": ("digits", lambda s: Rotation(30.0)),
+        "digits-invert": ("digits", lambda s: Inversion()),
+        "mnist1d-shear": ("mnist1d", lambda s: mnist1d_domain(shear_scale=2.0, seed=43)),
+        "mnist1d-noise": ("mnist1d", lambda s: mnist1d_domain(corr_noise_scale=0.75, iid_noise_scale=0.1, seed=43)),
+    }
+
+
+class PlainCNN(torch.nn.Module):
+    """A small CNN without BatchNorm for 8x8 digits: conv(16, 3x3)-ReLU-maxpool-linear(64)-ReLU
+    (``features``, 64-d) -> linear. The suite's second digits architecture: ``kta_plugins.nn.SmallCNN`` (with
+    BatchNorm) predicted one class on most shifted targets (source only 10-14% on blur and contrast) and its
+    target oracle was unstable on 500 images, so its cells measured BatchNorm statistics more than alignment."""
+
+    def __init__(self, n_classes=10):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+            torch.nn.Linear(16 * 4 * 4, 64), torch.nn.ReLU())
+        self.classifier = torch.nn.Linear(64, n_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class PixelDropout(Identity):
+    """Held-out shift: zero a fixed random 25% of the pixels of each image (dead sensor pixels), seeded."""
+
+    name = "pixel-dropout"
+
+    def __init__(self, p=0.25, seed=0):
+        self.p, self.seed = p, seed
+
+    def __call__(self, x):
+        g = torch.Generator().manual_seed(self.seed)
+        return x * (torch.rand(x.shape, generator=g) >= self.p).to(x.dtype)
+
+
+def _heldout_cases():
+    """Shifts that played no part in choosing the defaults (added after they were fixed): ``--heldout``."""
+    from scenarios.domains import GaussianBlur, mnist1d_domain
+    from scenarios.shifts import Contrast, LensWarp, Rotation
+
+    class Compose(Identity):
+        def __init__(self, *shifts):
+            self.shifts = shifts
+
+        def __call__(self, x):
+            for t in self.shifts:
+                x = t(x)
+            return x
+
+    return {
+        "digits-pincushion": ("digits", lambda s: LensWarp(k=0.5)),
+        "digits-dropout": ("digits", lambda s: PixelDropout(0.25, seed=200 + s)),
+        "digits-dim-rot": ("digits", lambda s: Compose(Rotation(-20.0), Contrast(gain=0.6, offset=0.0))),
+        "digits-blur-rot": ("digits", lambda s: Compose(GaussianBlur(0.7), Rotation(15.0))),
+        "mnist1d-scale": ("mnist1d", lambda s: mnist1d_domain(scale_coeff=0.8, seed=43)),
+    }
+
+
+def _suite_model(source, arch):
+    if source == "digits":
+        return MLP((1, 8, 8), 10, hidden=(128,)) if arch == "mlp" else PlainCNN(10)
+    return MLP((1, 40), 10, hidden=(128,)) if arch == "mlp" else CNN1dGAP((1, 40), 10)
+
+
+#: the grid of each method (the default marked by the plugin's own default value); label-free and
+#: oracle selection pick one point of it per case, architecture and seed
+SUITE_GRID = {
+    "DANN": ("weight", [0.3, 1.0, 3.0]),
+    "CDAN": ("weight", [0.1, 0.3, 1.0]),
+    "CORAL": ("weight", [0.3, 1.0, 3.0]),
+    "MMD": ("weight", [0.3, 1.0, 3.0]),
+}
+SUITE_PLUGINS = {"DANN": DANN, "CDAN": CDAN, "CORAL": CORAL, "MMD": MMD}
+SUITE_EPOCHS = {"digits": 15, "mnist1d": 10}
+# SGD learning rate (momentum 0.9, batch 64) of each (data, architecture); 0.05 when not listed
+SUITE_LR: dict = {}
+# (data, architecture) pairs left out: the MLP does not learn MNIST-1D at this budget (800 samples, 10 epochs:
+# 37% source test accuracy, target oracle 34%: no gap to close; measured on mnist1d-shear, 3 seeds)
+SUITE_SKIP = {("mnist1d", "mlp")}
+#: cells whose oracle - source-only gap is below this (accuracy points) are listed but not averaged: their
+#: share of the gap closed is a ratio of two small, noisy numbers
+SUITE_MIN_GAP = 5.0
+
+
+def _default_value(method):
+    import inspect
+
+    arg = SUITE_GRID[method][0]
+    return inspect.signature(SUITE_PLUGINS[method]).parameters[arg].default
+
+
+def suite_data(case, seed, n_mnist1d=1000):
+    """``(data, source)`` of one case: labeled source train / source val (80/20 of the source half),
+    unlabeled target inputs, and (for the accuracies and the oracle only) target train / target test."""
+    from scenarios.domains import source_target
+
+    source, make_target = {**_suite_cases(), **_heldout_cases()}[case]
+    bm = source_target(source, make_target(seed), seed=seed)
+    g = torch.Generator().manual_seed(1000 + seed)
+    xs, ys = bm.source_train.tensors[0], bm.source_train.tensors[1]
+    xt, yt = bm.target_train.tensors[0], bm.target_train.tensors[1]
+    if source == "mnist1d":  # CPU budget: a subsample of each domain
+        i, j = torch.randperm(len(xs), generator=g)[:n_mnist1d], torch.randperm(len(xt), generator=g)[:n_mnist1d]
+        xs, ys, xt, yt = xs[i], ys[i], xt[j], yt[j]
+    perm = torch.randperm(len(xs), generator=g)
+    n_val = len(xs) // 5
+    val, tr = perm[:n_val], perm[n_val:]
+    return dict(src_x=xs[tr], src_y=ys[tr], val_x=xs[val], val_y=ys[val], tgt_x=xt, tgt_y=yt,
+                test_x=bm.target_test.tensors[0], test_y=bm.target_test.tensors[1],
+                src_test_x=bm.source_test.tensors[0], src_test_y=bm.source_test.tensors[1]), source
+
+
+def suite_train(data, source, arch, seed, plugin=None, oracle=False, epochs=None):
+    """Train one model (source only, one plugin, or the target oracle); return it."""
+    from scenarios.datasets import TensorClassificationDataset
+    from scenarios.streams import domain_incremental
+
+    x, y = (data["tgt_x"], data["tgt_y"]) if oracle else (data["src_x"], data["src_y"])
+    ds = TensorClassificationDataset(x, y)
+    exp = domain_incremental((ds, ds), [Identity()]).train_stream[0]
+    torch.manual_seed(seed)
+    model = _suite_model(source, arch)
+    lr = SUITE_LR.get((source, arch), 0.05)
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9),
+                     criterion=MaskedCrossEntropy(), train_epochs=epochs or SUITE_EPOCHS[source], train_mb_size=64,
+                     plugins=[plugin] if plugin is not None else [], seed=seed, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        strategy.train(exp)
+    return model
+
+
+@torch.no_grad()
+def _accuracy(model, x, y):
+    model.eval()
+    return float((model(x).argmax(1) == y).float().mean())
+
+
+def suite_cell(case, arch, seed, methods=None, epochs=None, target_labels=True, grid=True):
+    """Every run of one (case, architecture, seed): source only, oracle, each method at each grid point.
+
+    Returns a list of records ``{case, arch, seed, method, value, acc, src_acc, scores, guards}``;
+    ``scores`` are the label-free scores (:func:`kta_plugins.adapt.select.score_model`), computed from source
+    data and target *inputs* only. With ``target_labels=False`` the target labels are replaced by garbage
+    before anything runs (no accuracy is then meaningful; the tests use it to show that the label-free
+    scores and selections do not change).
+    """
+    from kta_plugins.adapt.select import score_model
+
+    data, source = suite_data(case, seed)
+    if not target_labels:
+        g = torch.Generator().manual_seed(7)
+        for k in ("tgt_y", "test_y"):
+            data[k] = torch.randint(0, 10, data[k].shape, generator=g)
+    rows = []
+
+    def record(method, value, model, plugin=None):
+        scores = score_model(model, (data["val_x"], data["val_y"]), data["src_x"], data["tgt_x"])
+        rows.append(dict(case=case, arch=arch, seed=seed, method=method, value=value,
+                         acc=_accuracy(model, data["test_x"], data["test_y"]),
+                         src_acc=_accuracy(model, data["src_test_x"], data["src_test_y"]), scores=scores,
+                         guards=[e["guard"] for e in getattr(plugin, "guard_events", [])]))
+
+    record("source only", None, suite_train(data, source, arch, seed, epochs=epochs))
+    record("target oracle", None, suite_train(data, source, arch, seed, oracle=True, epochs=epochs))
+    for method in methods or SUITE_GRID:
+        arg, values = SUITE_GRID[method]
+        for v in (values if grid else [_default_value(method)]):
+            plugin = SUITE_PLUGINS[method](target=data["tgt_x"], seed=seed, **{arg: v})
+            record(method, v, suite_train(data, source, arch, seed, plugin, epochs=epochs), plugin)
+    return rows
+
+
+def _kept(rows):
+    cases = {**_suite_cases(), **_heldout_cases()}
+    return [r for r in rows if (cases[r["case"]][0], r["arch"]) not in SUITE_SKIP]
+
+
+def suite_tables(rows, criteria=("dev", "iwcv", "snd")):
+    """The suite's summary: per method, default / label-free-selected / oracle-selected target accuracy and
+    the share of the gap closed ``(m - src) / (oracle - src)`` (per case and architecture, on seed means,
+    then averaged), overall and per architecture."""
+    from kta_plugins.adapt.select import select
+
+    rows = _kept(rows)
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["case"], r["arch"], r["seed"]), []).append(r)
+    # per (case, arch, seed): the accuracy of each row kind
+    per = {}   # (case, arch) -> {kind: [acc per seed]}
+    methods = [m for m in SUITE_GRID if any(r["method"] == m for r in rows)]
+    for (case, arch, seed), rs in cells.items():
+        d = per.setdefault((case, arch), {})
+        by = {}
+        for r in rs:
+            by.setdefault(r["method"], []).append(r)
+        d.setdefault("source only", []).append(by["source only"][0]["acc"])
+        d.setdefault("target oracle", []).append(by["target oracle"][0]["acc"])
+        for m in methods:
+            cand = by.get(m, [])
+            if not cand:
+                continue
+            d.setdefault((m, "default"), []).append(next(r["acc"] for r in cand if r["value"] == _default_value(m)))
+            d.setdefault((m, "oracle-selected"), []).append(max(r["acc"] for r in cand))
+            for c in criteria:
+                d.setdefault((m, c), []).append(cand[select([r["scores"] for r in cand], c)]["acc"])
+    kinds = ["default", *criteria, "oracle-selected"]
+    out = []
+    # "do no harm": mean accuracy difference to source only over every cell, small gaps included
+    harm = {m: [100 * (np.mean(per[k][(m, "default")]) - np.mean(per[k]["source only"])) for k in per
+                if (m, "default") in per[k]] for m in methods}
+    out.append("\ndefault arguments vs source only, every cell (small gaps included): mean difference in points "
+               "[worst cell]")
+    for m in methods:
+        worst = min(harm[m]) if harm[m] else float("nan")
+        fired = [r for r in rows if r["method"] == m and r["value"] == _default_value(m) and r["guards"]]
+        n_def = sum(r["method"] == m and r["value"] == _default_value(m) for r in rows)
+        where = sorted({f"{r['case']} {r['arch']} ({', '.join(r['guards'])})" for r in fired})
+        out.append(f"{m:<8}{np.mean(harm[m]):+7.1f} [{worst:+.1f}]   guards fired in {len(fired)}/{n_def} default runs"
+                   + (f": {'; '.join(where)}" if where else ""))
+    small = sorted(k for k in per if 100 * (np.mean(per[k]["target oracle"]) - np.mean(per[k]["source only"]))
+                   < SUITE_MIN_GAP)
+    if small:
+        out.append(f"\nnot averaged (oracle - source only < {SUITE_MIN_GAP:g} points): "
+                   + ", ".join(f"{c} {a}" for c, a in small))
+    for arch_filter in (None, *sorted({a for _, a in per})):
+        keys = [k for k in per if (arch_filter is None or k[1] == arch_filter) and k not in small]
+        title = "all architectures" if arch_filter is None else f"architecture {arch_filter}"
+        src = np.mean([np.mean(per[k]["source only"]) for k in keys])
+        orc = np.mean([np.mean(per[k]["target oracle"]) for k in keys])
+        out.append(f"\n{title}: {len(keys)} case x architecture cells, "
+                   f"{len(next(iter(per.values()))['source only'])} seeds; source only {100 * src:.1f}, "
+                   f"target oracle {100 * orc:.1f} (target test accuracy %, mean over cells)")
+        out.append(f"{'method':<8}" + "".join(f"{k:>22}" for k in kinds))
+        for m in methods:
+            cells_acc = {k: [] for k in kinds}
+            cells_gap = {k: [] for k in kinds}
+            for key in keys:
+                s, o = np.mean(per[key]["source only"]), np.mean(per[key]["target oracle"])
+                for k in kinds:
+                    a = np.mean(per[key][(m, k)])
+                    cells_acc[k].append(a)
+                    cells_gap[k].append((a - s) / (o - s) if o - s > 1e-9 else np.nan)
+            out.append(f"{m:<8}" + "".join(f"{100 * np.mean(cells_acc[k]):>12.1f} "
+                                          f"({100 * np.nanmean(cells_gap[k]):+4.0f}%)"
+                                          for k in kinds))
+        if arch_filter is None:
+            lf = {c: [] for c in criteria}
+            for m in methods:
+                for c in criteria:
+                    lf[c].append(np.mean([100 * (np.mean(per[k][(m, "oracle-selected")]) - np.mean(per[k][(m, c)]))
+                                          for k in keys]))
+            out.append("label-free selection below oracle selection, points (mean over cells; "
+                       + ", ".join(f"{m}" for m in methods) + "; mean): "
+                       + "; ".join(f"{c} " + " / ".join(f"{v:.1f}" for v in lf[c]) + f" -> {np.mean(lf[c]):.1f}"
+                                   for c in criteria))
+    out.append("\n(each entry: target accuracy %, mean over cells; in brackets the share of the gap closed, "
+               "mean over cells of (m - source only) / (oracle - source only) on seed means; "
+               "dev / iwcv / snd: the grid point picked by that label-free score; oracle-selected: by target test "
+               "labels, an upper bound no unsupervised user has)")
+    return "\n".join(out)
+
+
+def suite_default_ranks(rows, criterion="dev"):
+    """How the defaults were chosen without target labels: for each method and grid value, the mean rank
+    (1 = best) of that value by the label-free ``criterion`` within each (case, architecture, seed) cell."""
+    from kta_plugins.adapt.select import HIGHER_IS_BETTER
+
+    ranks = {}
+    cells = {}
+    for r in _kept(rows):
+        if r["method"] in SUITE_GRID:
+            cells.setdefault((r["case"], r["arch"], r["seed"], r["method"]), []).append(r)
+    for (_, _, _, m), rs in cells.items():
+        sign = -1 if HIGHER_IS_BETTER[criterion] else 1
+        order = sorted(rs, key=lambda r: sign * r["scores"][criterion])
+        for i, r in enumerate(order):
+            ranks.setdefault(m, {}).setdefault(r["value"], []).append(i + 1)
+    lines = [f"\nlabel-free choice of the defaults: mean rank by {criterion} over {len(cells) // max(1, len(ranks))} "
+             "cells (1 = best; no target label read)"]
+    for m, by in ranks.items():
+        lines.append(f"{m:<8}" + "".join(f"  {SUITE_GRID[m][0]}={v:g}: {np.mean(rk):.2f}"
+                                         for v, rk in sorted(by.items()))
+                     + f"   (default {_default_value(m):g})")
+    return "\n".join(lines)
+
+
+def suite_case_table(rows):
+    """Per case and architecture: source only, oracle and each method's default (mean over seeds)."""
+    per = {}
+    for r in _kept(rows):
+        if r["method"] in ("source only", "target oracle") or (
+                r["method"] in SUITE_GRID and r["value"] == _default_value(r["method"])):
+            per.setdefault((r["case"], r["arch"]), {}).setdefault(r["method"], []).append(r["acc"])
+    methods = ["source only", *[m for m in SUITE_GRID if any(r["method"] == m for r in rows)], "target oracle"]
+    lines = ["\nper case, default arguments (target test accuracy %, mean over seeds)",
+             f"{'case':<18}{'arch':<6}" + "".join(f"{m:>14}" for m in methods)]
+    for (case, arch), d in sorted(per.items()):
+        lines.append(f"{case:<18}{arch:<6}" + "".join(f"{100 * np.mean(d.get(m, [np.nan])):>14.1f}" for m in methods))
+    return "\n".join(lines)
+
+
+def run_suite(cases, archs, seeds, methods=None, epochs=None, out=None, grid=True):
+    rows = []
+    if out:
+        try:
+            with open(out) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            pass
+    done = {(r["case"], r["arch"], r["seed"]) for r in rows}
+    for case in cases:
+        for arch in archs:
+            if ({**_suite_cases(), **_heldout_cases()}[case][0], arch) in SUITE_SKIP:
+                continue
+            for seed in seeds:
+                if (case, arch, seed) in done:
+                    continue
+                t = time.time()
+                new = suite_cell(case, arch, seed, methods, epochs, grid=grid)
+                rows += new
+                if out:
+                    with open(out, "a") as f:
+                        for r in new:
+                            f.write(json.dumps(r) + "\n")
+                print(f"  {case} {arch} seed {seed}: {time.time() - t:.0f} s", flush=True)
+    return rows
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, few epochs, one benchmark (about a minute)")
@@ -184,7 +546,43 @@ def main(argv=None):
     ap.add_argument("--save", help="also write the offline accuracies to this JSON file")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="print the offline tables of runs saved with --save (e.g. one file per seed) and exit")
+    ap.add_argument("--suite", action="store_true",
+                    help="the DA benchmark suite: every method at its defaults, label-free-selected and "
+                         "oracle-selected, over generated shifts x 2 architectures x seeds")
+    ap.add_argument("--cases", nargs="+", help="suite cases (default: all)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="suite: the held-out shifts (not used to choose the defaults), defaults only, no grid")
+    ap.add_argument("--archs", nargs="+", default=["mlp", "cnn"], help="suite architectures")
+    ap.add_argument("--out", help="suite: append every run's record to this JSON-lines file (resumes from it)")
+    ap.add_argument("--table", metavar="JSONL", nargs="+", help="suite: print the tables of saved runs and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        rows, seen = [], set()
+        for path in args.table:
+            with open(path) as f:
+                for line in f:
+                    if line.strip():
+                        r = json.loads(line)
+                        key = (r["case"], r["arch"], r["seed"], r["method"], r["value"])
+                        if key not in seen:  # several files may hold the same run: keep the first
+                            seen.add(key)
+                            rows.append(r)
+        print(suite_case_table(rows))
+        print(suite_tables(rows))
+        print(suite_default_ranks(rows))
+        return
+    if args.suite:
+        torch.set_num_threads(1)
+        t0 = time.time()
+        cases = args.cases or (["digits-blur", "digits-noise", "digits-rot30"] if args.quick else
+                               list(_heldout_cases() if args.heldout else _suite_cases()))
+        archs = ["mlp"] if args.quick and not args.cases else args.archs
+        seeds = [0] if args.quick else args.seeds
+        rows = run_suite(cases, archs, seeds, epochs=10 if args.quick else None, out=args.out, grid=not args.heldout)
+        print(suite_case_table(rows))
+        print(suite_tables(rows))
+        print(f"\n({time.time() - t0:.0f} s)")
+        return
     if args.merge:
         merged = {}
         for path in args.merge:

@@ -1,10 +1,11 @@
-"""A complete KTA plugin: the README's "Write your own plugin" example.
+"""A complete KTA plugin: the example of docs/plugins.md ("Write your own plugin").
 
     kta run --import examples/my_plugin.py --plugin l2-init:strength=0.01
 """
 import torch
 
 from kta_plugins import KTAPlugin, check_positive, register_plugin
+from kta_plugins.compose import add_loss_term
 
 
 @register_plugin("l2-init")
@@ -30,4 +31,5 @@ class L2Init(KTAPlugin):
 
     def before_backward(self, strategy, **kwargs):
         penalty = sum(((p - self.anchor[n]) ** 2).sum() for n, p in strategy.model.named_parameters())
-        strategy.loss = strategy.loss + self.strength * penalty
+        # a named term of the strategy's loss ledger (logged as train/loss/l2-init)
+        add_loss_term(strategy, "l2-init", penalty, weight=self.strength, owner=self)

@@ -20,8 +20,11 @@ Example (a complete regularizer):
     ...         super().__init__()
     ...         self.strength = check_positive("strength", strength, strict=False)
     ...     def before_backward(self, strategy, **kwargs):
-    ...         strategy.loss = strategy.loss + self.strength * sum(
-    ...             p.abs().sum() for p in strategy.model.parameters())
+    ...         add_loss_term(strategy, "weight-decay-l1", sum(p.abs().sum() for p in strategy.model.parameters()),
+    ...                       weight=self.strength, owner=self)
+
+Plugins meet the strategy only through the loss ledger, the scoped extra forward and the
+optimizer assembly of :mod:`kta_plugins.compose`.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from scenarios.registry import Registry
 __all__ = [
     "KTAPlugin", "PLUGINS", "register_plugin", "frozen_copy", "match_modules", "match_parameters",
     "check_type", "check_positive", "check_range", "check_fraction", "check_choice", "check_int",
-    "add_to_optimizer", "experience_steps",
+    "experience_steps",
 ]
 
 #: Command-line names of plugins: ``kta run --plugin NAME:key=value``.
@@ -165,25 +168,12 @@ def match_parameters(model: nn.Module, patterns, argument: str = "patterns") -> 
     return out
 
 
-def add_to_optimizer(optimizer, module: nn.Module, lr: Optional[float] = None) -> None:
-    """Add the parameters of ``module`` that ``optimizer`` does not hold yet as one new group
-    (``lr``: its own learning rate; default the optimizer's).
-
-    For modules a plugin owns (a domain classifier, a regressor): Avalanche's ``make_optimizer``
-    only knows ``strategy.model``'s parameters, so call this in ``before_training_exp`` (after it ran).
-    """
-    in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    params = [p for p in module.parameters() if id(p) not in in_opt]
-    if params:
-        group = {"params": params}
-        if lr is not None:
-            group["lr"] = lr
-        optimizer.add_param_group(group)
-
-
 def experience_steps(strategy, steps: Optional[int] = None) -> int:
     """Updates a schedule spans in the current training experience: ``steps`` when given, else
-    ``train_epochs * len(dataloader)`` (one batch per epoch when the loader has no length); at least 1."""
+    ``train_epochs * len(dataloader)`` (one batch per epoch when the loader has no length), or the strategy's
+    ``train_steps`` budget when it has one; at least 1."""
+    if steps is None:
+        steps = getattr(strategy, "train_steps", None)
     if steps is None:
         try:
             n_iter = len(strategy.dataloader)
@@ -202,6 +192,9 @@ def frozen_copy(module: nn.Module, device=None) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
     frozen = copy.deepcopy(module)
+    for m in frozen.modules():  # a deep copy inherits the original's hooks (other plugins' feature taps)
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
     frozen.eval()
     for p in frozen.parameters():
         p.requires_grad_(False)

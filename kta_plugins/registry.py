@@ -12,24 +12,42 @@ def load_all() -> None:
     """Import every technique subpackage of ``kta_plugins`` so that its plugins register."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import kta_plugins
-
-    for mod in pkgutil.iter_modules(kta_plugins.__path__):
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if mod.ispkg and mod.name not in ("nn",):
             importlib.import_module(f"kta_plugins.{mod.name}")
+    importlib.import_module("kta_plugins.avalanche_plugins")  # Avalanche's catalogue (a module, not a package)
 
 
 @register_plugin("replay")
-def replay(mem_size: int = 200, batch_size: Optional[int] = None, batch_size_mem: Optional[int] = None):
-    """Avalanche's ReplayPlugin: experience replay from a class-balanced-by-experience buffer."""
+def replay(mem_size: int = 200, batch_size: Optional[int] = None, batch_size_mem: Optional[int] = None,
+           storage: Literal["experience", "class", "reservoir"] = "experience", task_balanced: bool = False):
+    """Avalanche's ReplayPlugin: experience replay from a buffer of past samples.
+
+    ``storage``: Avalanche's storage policy: ``experience`` (default: ``mem_size`` split evenly over the
+    experiences seen, each part a random sample of its experience), ``class`` (split evenly over the
+    classes seen) or ``reservoir`` (one random sample of everything seen). ``task_balanced``: the memory
+    part of each batch balanced over task labels. Each batch holds ``batch_size`` new samples (default:
+    the strategy's) and ``batch_size_mem`` memory samples (default: the same). On tensor-backed streams
+    KTA batches the data and the buffer as tensors (the batches of Avalanche's ``ReplayDataLoader``).
+    """
     from avalanche.training.plugins import ReplayPlugin
+    from avalanche.training.storage_policy import ClassBalancedBuffer, ExperienceBalancedBuffer, \
+        ReservoirSamplingBuffer
 
     check_int("mem_size", mem_size, minimum=1)
     for name, value in (("batch_size", batch_size), ("batch_size_mem", batch_size_mem)):
         if value is not None:
             check_int(name, value, minimum=1)
-    return ReplayPlugin(mem_size=mem_size, batch_size=batch_size, batch_size_mem=batch_size_mem)
+    check_choice("storage", storage, ["experience", "class", "reservoir"])
+    if not isinstance(task_balanced, bool):
+        raise TypeError(f"task_balanced must be a bool, got {task_balanced!r}")
+    policy = {"experience": lambda: ExperienceBalancedBuffer(max_size=mem_size, adaptive_size=True),
+              "class": lambda: ClassBalancedBuffer(max_size=mem_size, adaptive_size=True),
+              "reservoir": lambda: ReservoirSamplingBuffer(max_size=mem_size)}[storage]()
+    return ReplayPlugin(mem_size=mem_size, batch_size=batch_size, batch_size_mem=batch_size_mem,
+                        task_balanced_dataloader=task_balanced, storage_policy=policy)
 
 
 @register_plugin("lwf")

@@ -1,8 +1,8 @@
 """Streams of tasks (Avalanche ``CLScenario``) built from offline datasets."""
 from .registry import SCENARIOS, register_scenario
-from .streams import class_incremental, domain_incremental, load_dataset, stream_info, task_incremental
+from .streams import class_incremental, domain_incremental, load_dataset, offline, stream_info, task_incremental
 
 __all__ = [
     "SCENARIOS", "register_scenario", "class_incremental", "domain_incremental",
-    "load_dataset", "stream_info", "task_incremental",
+    "load_dataset", "offline", "stream_info", "task_incremental",
 ]

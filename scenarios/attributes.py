@@ -35,7 +35,7 @@ import torch
 
 from scenarios.datasets import TensorClassificationDataset
 from scenarios.registry import register_scenario
-from scenarios.streams import _av, _scenario, _targets, load_dataset
+from scenarios.streams import avalanche_dataset as _av, make_scenario as _scenario, dataset_targets as _targets, load_dataset
 
 __all__ = ["AttributeDataset", "correlated_attribute", "add_background", "attribute_scenario", "fair_digits"]
 

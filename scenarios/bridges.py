@@ -50,7 +50,7 @@ import torch
 from scenarios.domains import UNLABELED, GaussianBlur
 from scenarios.registry import register_scenario
 from scenarios.shifts import GaussianNoise, Identity, Rotation, Shift
-from scenarios.streams import _av, _scenario, _targets, load_tensor_dataset
+from scenarios.streams import avalanche_dataset as _av, make_scenario as _scenario, dataset_targets as _targets, load_tensor_dataset
 
 __all__ = ["Interpolation", "FAMILIES", "bridge_strengths", "bridge_shift", "bridge", "stratified_chunks"]
 

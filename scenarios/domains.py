@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from scenarios.registry import register_scenario
 from scenarios.shifts import GaussianNoise, Identity, Rotation, Shift
-from scenarios.streams import _av, _scenario, _targets, load_dataset, load_tensor_dataset
+from scenarios.streams import avalanche_dataset as _av, make_scenario as _scenario, dataset_targets as _targets, load_dataset, load_tensor_dataset
 
 __all__ = [
     "GaussianBlur", "Inversion", "ToRGB", "ColorBackground", "mnist1d_domain", "source_target", "domain_stream",

@@ -44,7 +44,7 @@ import torch
 
 from scenarios.bridges import stratified_chunks
 from scenarios.registry import register_scenario
-from scenarios.streams import _av, _scenario, _targets, load_tensor_dataset
+from scenarios.streams import avalanche_dataset as _av, make_scenario as _scenario, dataset_targets as _targets, load_tensor_dataset
 
 __all__ = ["drift_fractions", "remap_classes", "relabel", "drift_stream"]
 

@@ -227,7 +227,7 @@ class EpisodeSampler:
 
     Raises:
         ValueError: ``n_ways`` larger than the number of classes, or
-        ``k_shots + q_queries`` larger than the smallest class (naming the class).
+            ``k_shots + q_queries`` larger than the smallest class (naming the class).
 
     Example:
         >>> sampler = EpisodeSampler(experience, n_ways=5, k_shots=5, q_queries=15, seed=0)
@@ -393,7 +393,9 @@ def few_shot_benchmark(train, test=None, *, n_ways: int = 5, k_shots: int = 1, q
     Args:
         train: dataset of the meta-training classes (tensor-backed).
         test: dataset of the meta-test classes; default ``train`` (then the class lists split it).
-        n_ways, k_shots, q_queries: the episode shape.
+        n_ways: classes per episode.
+        k_shots: support samples per class.
+        q_queries: query samples per class.
         train_classes: meta-training classes (default: every class of ``train``).
         test_classes: meta-test classes (default: every class of ``test``).
         n_experiences: how many experiences the meta-training classes are dealt into.
@@ -405,7 +407,7 @@ def few_shot_benchmark(train, test=None, *, n_ways: int = 5, k_shots: int = 1, q
 
     Raises:
         ValueError: overlapping class splits; an experience with fewer than
-        ``n_ways`` classes; a class with fewer than ``k_shots + q_queries`` samples.
+            ``n_ways`` classes; a class with fewer than ``k_shots + q_queries`` samples.
 
     The scenario's ``n_classes`` is ``n_ways`` (the outputs a model needs for an
     episode, which is what the ``kta`` command builds); ``meta_train_classes``,
@@ -416,7 +418,7 @@ def few_shot_benchmark(train, test=None, *, n_ways: int = 5, k_shots: int = 1, q
         >>> bg, ev = glyphs()
         >>> bm = few_shot_benchmark(bg, ev, n_ways=5, k_shots=1, q_queries=15)
     """
-    from .streams import _av, _scenario
+    from .streams import avalanche_dataset as _av, make_scenario as _scenario
 
     n_ways = _check_int("n_ways", n_ways, 2)
     k_shots = _check_int("k_shots", k_shots, 1)

@@ -19,17 +19,47 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-__all__ = ["tensor_view", "dataset_fields", "TensorBatchLoader"]
+__all__ = ["tensor_view", "dataset_fields", "is_identity", "TensorBatchLoader", "TensorMultiLoader", "tensor_loader"]
 
 
 class _NotTensorBacked(Exception):
     pass
 
 
+def is_identity(transform) -> bool:
+    """True for a transform that provably changes nothing: ``None``, or an Avalanche ``TupleTransform`` /
+    torchvision ``Compose`` / list of identities (Avalanche's classic benchmark generators attach
+    ``TupleTransform([None, None])`` to every dataset)."""
+    if transform is None or isinstance(transform, torch.nn.Identity):
+        return True
+    if isinstance(transform, (list, tuple)):
+        return all(is_identity(t) for t in transform)
+    inner = getattr(transform, "transforms", None)
+    if isinstance(inner, (list, tuple)) and type(transform).__name__ in ("TupleTransform", "Compose"):
+        return all(is_identity(t) for t in inner)
+    return False
+
+
 def _active(tgroups, group: str) -> bool:
     if tgroups is None:
         return False
-    return tgroups.transform_groups.get(group) is not None
+    return not is_identity(tgroups.transform_groups.get(group))
+
+
+def _leaf_fields(node, idx: torch.Tensor) -> list[torch.Tensor]:
+    """Rows ``idx`` of a ``TensorDataset`` leaf, as ``default_collate`` would give ``node[i]`` stacked."""
+    from avalanche.benchmarks.utils.classification_dataset import _TensorClassificationDataset
+
+    getitem = type(node).__getitem__
+    if getitem is TensorDataset.__getitem__:
+        return [t[idx] for t in node.tensors]
+    if getitem is _TensorClassificationDataset.__getitem__ and node.tensors[1].dim() == 1:
+        # Avalanche's tensor leaf returns the label as a Python scalar (``.item()``): collated to int64 /
+        # float64 / bool like any Python scalar.
+        y = node.tensors[1][idx]
+        y = y.double() if y.is_floating_point() else (y if y.dtype == torch.bool else y.long())
+        return [node.tensors[0][idx], y, *(t[idx] for t in node.tensors[2:])]
+    raise _NotTensorBacked(f"{type(node).__name__} overrides __getitem__")
 
 
 def _indices_tensor(indices) -> torch.Tensor:
@@ -43,7 +73,7 @@ def _gather(node, idx: torch.Tensor, group: str) -> list[torch.Tensor]:
     from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData
 
     if isinstance(node, TensorDataset):
-        return [t[idx] for t in node.tensors]
+        return _leaf_fields(node, idx)
     if isinstance(node, ConstantSequence):
         value = torch.as_tensor(node._constant_value)
         return [value.expand(len(idx), *value.shape).clone()]
@@ -124,10 +154,11 @@ class TensorBatchLoader:
         shuffle: draw a new permutation at every ``iter()`` from ``generator``.
         generator: ``torch.Generator`` for the permutations (seeded by the strategy).
         drop_last: drop the last incomplete batch.
-        rank, world_size: data-parallel training: this process takes every
+        rank: data-parallel training: this process takes every
             ``world_size``-th sample (from ``rank``) of each epoch's order, padded
             by wrapping to a multiple of ``world_size`` as torch's
             ``DistributedSampler`` does; every rank must use the same generator seed.
+        world_size: the number of data-parallel processes (see ``rank``).
     """
 
     def __init__(
@@ -158,18 +189,262 @@ class TensorBatchLoader:
         return (self.n + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
+        # The random draws of torch's DataLoader + RandomSampler (see _DatasetIterator): the same
+        # permutation as TensorMultiLoader / Avalanche's loaders from the same generator state, on one
+        # process or sharded over ranks.
         n, bs = self.n, self.batch_size
+        total = len(self.tensors[0])
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        it = _DatasetIterator(total, bs, self.shuffle, self.drop_last, self.generator)
+        it._draw()
+        order = it.order
         if self.world_size > 1:
-            total = len(self.tensors[0])
-            order = torch.randperm(total, generator=self.generator) if self.shuffle else torch.arange(total)
             padded = order.repeat(-(-n * self.world_size // total))[: n * self.world_size]
             order = padded[self.rank :: self.world_size]
             fields = [t[order] for t in self.tensors]
         elif self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
             fields = [t[order] for t in self.tensors]
         else:
             fields = self.tensors
-        stop = n - n % bs if self.drop_last else n
-        for start in range(0, stop, bs):
+        full = n - n % bs
+        for start in range(0, full, bs):
             yield [f[start : start + bs] for f in fields]
+        it._past_end()
+        if full < n and not self.drop_last:
+            yield [f[full:] for f in fields]
+
+
+class _DatasetIterator:
+    """One dataset's ``BatchSampler(RandomSampler | SequentialSampler)`` iterator on tensors.
+
+    Draws from the random number generators exactly when torch's samplers do, so that with the same
+    generator state it gives the same batches: the permutation at the first request (a fresh seed from
+    torch's global generator when ``generator`` is None, as ``RandomSampler`` does), and, with an explicit
+    generator, one more (discarded) permutation when a request runs past the end (``RandomSampler``'s
+    trailing ``randperm(n)[:0]``).
+    """
+
+    __slots__ = ("n", "bs", "shuffle", "drop_last", "generator", "order", "pos", "ended")
+
+    def __init__(self, n, bs, shuffle, drop_last, generator):
+        self.n, self.bs, self.shuffle, self.drop_last, self.generator = n, bs, shuffle, drop_last, generator
+        self.order, self.pos, self.ended = None, 0, False
+
+    def _draw(self):
+        if not self.shuffle:
+            self.order = torch.arange(self.n)
+        elif self.generator is None:
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            self.order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
+        else:
+            self.order = torch.randperm(self.n, generator=self.generator)
+
+    def _past_end(self):
+        if not self.ended and self.shuffle and self.generator is not None:
+            torch.randperm(self.n, generator=self.generator)
+        self.ended = True
+
+    def next(self) -> Optional[torch.Tensor]:
+        if self.order is None:
+            self._draw()
+        left = self.n - self.pos
+        if left >= self.bs:
+            self.pos += self.bs
+            return self.order[self.pos - self.bs : self.pos]
+        self._past_end()
+        if left == 0 or self.drop_last:
+            self.pos = self.n
+            return None
+        self.pos = self.n
+        return self.order[self.n - left :]
+
+
+class TensorMultiLoader(TensorBatchLoader):
+    """Avalanche 0.6's ``MultiDatasetDataLoader`` on tensors: every minibatch joins one batch from each dataset.
+
+    The batch composition follows ``MultiDatasetSampler`` rule for rule: dataset ``d`` gives
+    ``batch_sizes[d]`` samples per minibatch; the epoch ends when the termination dataset runs out (or, with
+    ``termination_dataset=-1``, the dataset with the most batches); a smaller dataset that runs out is
+    restarted with a new permutation when ``oversample_small_datasets`` is set, else it stops contributing;
+    an empty dataset is skipped; the parts are joined in dataset order. ``never_ending`` cycles all datasets
+    for ever. ``shuffle`` / ``drop_last`` apply to each dataset as in Avalanche's per-dataset samplers. The
+    random draws happen where torch's ``DataLoader`` and samplers make them, so with the same generator
+    state (``generator``, or torch's global generator when None) the batches are Avalanche's, tensor for tensor.
+    Avalanche's ``SingleDatasetDataLoader``, ``GroupBalancedDataLoader``, ``TaskBalancedDataLoader``,
+    ``ReplayDataLoader`` and ``GroupBalancedInfiniteDataLoader`` are this class with particular datasets and
+    batch sizes; :func:`tensor_loader` converts any of them (or a plain ``DataLoader``).
+
+    Args:
+        datasets: per dataset, its fields ``[x, y, ..., t]`` (same number, dtypes and trailing shapes).
+        batch_sizes: per dataset, its share of each minibatch.
+        termination_dataset: index of the dataset that ends the epoch; -1: the one with the most batches.
+        oversample_small_datasets: restart a dataset that runs out before the epoch ends (default False).
+        never_ending: cycle every dataset for ever (default False).
+        shuffle: a new permutation of each dataset every time it starts (default False).
+        drop_last: drop each dataset's last, incomplete batch (default False).
+        generator: the ``torch.Generator`` of the permutations; None: torch's global generator.
+        length: ``len()`` of the loader (Avalanche's ``n_iterations``); computed when None.
+
+    Example:
+        >>> loader = TensorMultiLoader([[x_new, y_new, t_new], [x_mem, y_mem, t_mem]], [64, 64],
+        ...                            termination_dataset=0, oversample_small_datasets=True, shuffle=True)
+        >>> for x, y, t in loader:   # 64 new samples followed by 64 from memory
+        ...     ...
+    """
+
+    def __init__(self, datasets, batch_sizes, termination_dataset: int = -1, oversample_small_datasets: bool = False,
+                 never_ending: bool = False, shuffle: bool = False, drop_last: bool = False,
+                 generator: Optional[torch.Generator] = None, length: Optional[int] = None):
+        datasets = [list(d) for d in datasets]
+        if not datasets or len(datasets) != len(batch_sizes):
+            raise ValueError("datasets and batch_sizes must be non-empty and of the same length")
+        if any(int(b) < 1 for b in batch_sizes):
+            raise ValueError(f"batch_sizes must be >= 1, got {list(batch_sizes)!r}")
+        if len({len(d) for d in datasets}) != 1:
+            raise ValueError("every dataset must have the same number of fields")
+        if not -1 <= termination_dataset < len(datasets):
+            raise ValueError(f"termination_dataset must be -1 or a dataset index, got {termination_dataset!r}")
+        self.datasets = datasets
+        self.batch_sizes = [int(b) for b in batch_sizes]
+        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
+        self.never_ending = never_ending
+        self.oversample_small_datasets = oversample_small_datasets or never_ending
+        sizes = [len(d[0]) for d in datasets]
+        self.sizes = sizes
+        lens = [n // b if drop_last else -(-n // b) for n, b in zip(sizes, self.batch_sizes)]
+        self._lens = lens
+        if never_ending:
+            self.termination_dataset = -1
+        elif termination_dataset < 0:
+            self.termination_dataset = max(range(len(lens)), key=lambda i: (lens[i], -i))
+        else:
+            self.termination_dataset = termination_dataset
+        self.n_iterations = length if length is not None else (
+            10**10 if never_ending else lens[self.termination_dataset])
+        self.tensors = datasets[0]  # TensorBatchLoader's attribute: here the first dataset's fields
+        self.batch_size = sum(self.batch_sizes)
+        self.rank, self.world_size = 0, 1
+
+    def __len__(self) -> int:
+        return self.n_iterations
+
+    def __iter__(self):
+        # DataLoader.__iter__ draws its workers' base seed first (from the loader's generator).
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        D = len(self.datasets)
+        if D == 1 and not self.never_ending:
+            yield from self._iter_single()
+            return
+        its = [_DatasetIterator(n, b, self.shuffle, self.drop_last, self.generator)
+               for n, b in zip(self.sizes, self.batch_sizes)]
+        live = [True] * D
+        term = self.termination_dataset
+        order = list(range(D)) if self.never_ending else [term] + [d for d in range(D) if d != term]
+        while True:
+            parts: list = [None] * D
+            for d in order:
+                if not live[d]:
+                    continue
+                is_term = d == term and not self.never_ending
+                if self._lens[d] == 0:
+                    if is_term:
+                        return
+                    live[d] = False
+                    continue
+                idx = its[d].next()
+                if idx is None:
+                    if is_term or not self.oversample_small_datasets:
+                        if is_term:
+                            return
+                        live[d] = False
+                        continue
+                    its[d] = _DatasetIterator(self.sizes[d], self.batch_sizes[d], self.shuffle, self.drop_last,
+                                              self.generator)
+                    idx = its[d].next()
+                parts[d] = [f[idx] for f in self.datasets[d]]
+            parts = [p for p in parts if p is not None]
+            if len(parts) == 1:
+                yield parts[0]
+            else:
+                yield [torch.cat(fs) for fs in zip(*parts)]
+
+
+    def _iter_single(self):
+        """One dataset: the same draws as the general loop, with the epoch gathered in one indexing."""
+        n, bs = self.sizes[0], self.batch_sizes[0]
+        if self._lens[0] == 0:
+            return
+        it = _DatasetIterator(n, bs, self.shuffle, self.drop_last, self.generator)
+        it._draw()
+        fields = [f[it.order] for f in self.datasets[0]] if self.shuffle else self.datasets[0]
+        full = n - n % bs
+        for start in range(0, full, bs):
+            yield [f[start:start + bs] for f in fields]
+        it._past_end()  # the request that finds the end (with the last, partial batch if any)
+        if full < n and not self.drop_last:
+            yield [f[full:] for f in fields]
+
+
+def _collate_is_default(collate_fn) -> bool:
+    from torch.utils.data import default_collate
+
+    return collate_fn is default_collate
+
+
+def tensor_loader(loader, device=None) -> Optional[TensorMultiLoader]:
+    """The :class:`TensorMultiLoader` that gives the same batches as ``loader``, or None.
+
+    ``loader`` is one of Avalanche 0.6's multi-dataset loaders (``SingleDatasetDataLoader``,
+    ``GroupBalancedDataLoader``, ``TaskBalancedDataLoader``, ``ReplayDataLoader``,
+    ``GroupBalancedInfiniteDataLoader``, ``MultiDatasetDataLoader``) or a plain ``DataLoader`` with a
+    random or sequential sampler, over tensor-backed datasets (see :func:`tensor_view`) collated with the
+    default collate. Anything else (a custom sampler or collate, FFCV, distributed sampling, a dataset
+    with an active transform or non-tensor leaves) gives None: keep ``loader``.
+    """
+    from avalanche.benchmarks.utils import data_loader as dl
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+    multi = (dl.MultiDatasetDataLoader, dl.SingleDatasetDataLoader, dl.GroupBalancedDataLoader,
+             dl.TaskBalancedDataLoader, dl.ReplayDataLoader, dl.GroupBalancedInfiniteDataLoader)
+    if type(loader) in multi:
+        kw = loader.loader_kwargs
+        allowed = {"collate_fn", "shuffle", "drop_last", "generator", "num_workers", "pin_memory",
+                   "persistent_workers", "timeout", "prefetch_factor"}
+        if loader.distributed_sampling or set(kw) - allowed or not _collate_is_default(kw.get("collate_fn")):
+            return None
+        if any(not _collate_is_default(getattr(d, "collate_fn", None)) for d in loader.datasets):
+            return None
+        # (FFCV: without ``ffcv_args`` in the loader's arguments, refused above, FFCV-enabled tensor
+        # leaves would give the same tensors anyway.)
+        datasets, batch_sizes = loader.datasets, loader.batch_sizes
+        shuffle, drop_last, generator = bool(kw.get("shuffle", False)), bool(kw.get("drop_last", False)), kw.get("generator")
+        settings = dict(termination_dataset=loader.termination_dataset,
+                        oversample_small_datasets=loader.oversample_small_datasets,
+                        never_ending=loader.never_ending, length=loader.n_iterations)
+    elif type(loader) is DataLoader:
+        bs = loader.batch_sampler
+        if (type(bs) is not BatchSampler or type(loader.sampler) not in (RandomSampler, SequentialSampler)
+                or not _collate_is_default(loader.collate_fn)):
+            return None
+        sampler = loader.sampler
+        if isinstance(sampler, RandomSampler):
+            if sampler.replacement or sampler._num_samples is not None or sampler.generator is not loader.generator:
+                return None
+        if not _collate_is_default(getattr(loader.dataset, "collate_fn", None)):
+            return None
+        datasets, batch_sizes = [loader.dataset], [bs.batch_size]
+        shuffle, drop_last, generator = isinstance(sampler, RandomSampler), bs.drop_last, loader.generator
+        settings = dict(termination_dataset=0)
+    else:
+        return None
+    fields = [tensor_view(d) if len(d) else None for d in datasets]
+    ref = next((f for f in fields if f is not None), None)
+    if ref is None or any(f is None and len(d) for f, d in zip(fields, datasets)):
+        return None
+    fields = [f if f is not None else [t[:0] for t in ref] for f in fields]  # empty datasets are skipped
+    for f in fields[1:]:
+        if len(f) != len(ref) or any(a.dtype != b.dtype or a.shape[1:] != b.shape[1:] for a, b in zip(f, ref)):
+            return None
+    if device is not None and torch.device(device).type != "cpu":
+        fields = [[t.to(device) for t in f] for f in fields]
+    return TensorMultiLoader(fields, batch_sizes, shuffle=shuffle, drop_last=drop_last, generator=generator, **settings)

@@ -257,7 +257,7 @@ def multitask_mnist1d(quantity: Union[str, Sequence[str]] = "scale", **generator
     """
     from mnist1d.utils import ObjectView
 
-    from .datasets.embedded import _atomic_savez, cache_dir, mnist1d_args
+    from .datasets.embedded import atomic_savez as _atomic_savez, cache_dir, mnist1d_args
 
     quantities = quantity.split("+") if isinstance(quantity, str) else list(quantity) \
         if isinstance(quantity, (list, tuple)) else None
@@ -306,7 +306,7 @@ def multitask_stream(dataset, n_experiences: int = 1, split: Literal["random", "
     The scenario has ``tasks``, ``n_classes`` (of the first classification
     task), ``input_shape``, ``n_experiences`` and ``kind="multi-task"``.
     """
-    from .streams import _av, _scenario
+    from .streams import avalanche_dataset as _av, make_scenario as _scenario
 
     if not (isinstance(dataset, (tuple, list)) and len(dataset) == 2
             and all(isinstance(d, MultiTaskDataset) for d in dataset)):

@@ -217,7 +217,7 @@ class Registry:
         kwargs = {**extra, **self.parse_kwargs(name, raw)}
         try:
             return self.get(name)(**kwargs)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, ImportError) as e:  # ImportError: an optional dependency is missing
             raise RegistryError(f"{self.kind} {name!r}: {e}") from e
 
 
@@ -227,7 +227,8 @@ register_scenario = SCENARIOS.register
 
 def _register_builtin_scenarios():
     from . import shifts
-    from .streams import class_incremental, domain_incremental, task_incremental
+    from .datasets.local import train_test_pair
+    from .streams import class_incremental, domain_incremental, offline, task_incremental
 
     @register_scenario("split-digits")
     def split_digits(n_experiences: int = 5, seed: int = 0):
@@ -260,6 +261,24 @@ def _register_builtin_scenarios():
         step = max_degrees / max(n_experiences - 1, 1)
         return domain_incremental("digits", [shifts.Rotation(i * step) for i in range(n_experiences)], seed=seed)
 
+    @register_scenario("offline")
+    def offline_dataset(dataset: str = "digits", seed: int = 0):
+        """One experience with the whole dataset (digits or mnist1d): ordinary offline training."""
+        return offline(dataset, seed=seed)
+
+    @register_scenario("split-torchvision")
+    def split_torchvision(
+        dataset: str = "mnist",
+        root: str = "",
+        n_experiences: int = 5,
+        verify: bool = True,
+        download: bool = False,
+        seed: int = 0,
+    ):
+        """A local torchvision dataset (mnist, cifar10, ...) split into experiences of new classes (class-incremental)."""
+        pair = train_test_pair(dataset, root, verify=verify, download=download, seed=seed)
+        return class_incremental(pair, n_experiences=n_experiences, seed=seed)
+
 
 _register_builtin_scenarios()
 
@@ -268,9 +287,8 @@ def load_all() -> None:
     """Import every module of ``scenarios`` so that scenarios defined elsewhere register."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import scenarios
-
-    for mod in pkgutil.iter_modules(scenarios.__path__):
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if mod.name not in ("registry",):
             importlib.import_module(f"scenarios.{mod.name}")

@@ -94,3 +94,53 @@ class GaussianNoise(Shift):
     def __call__(self, x):
         g = torch.Generator().manual_seed(self.seed)
         return x + self.std * torch.randn(x.shape, generator=g, dtype=x.dtype)
+
+
+class Contrast(Shift):
+    """Change contrast and brightness: ``x -> gain * x + offset`` (a camera's gain and black level).
+
+    Args:
+        gain: multiplier of the intensities (> 0; < 1 lowers the contrast).
+        offset: value added afterwards (e.g. a brighter background).
+    """
+
+    name = "contrast"
+
+    def __init__(self, gain: float = 0.5, offset: float = 0.3):
+        if not (math.isfinite(gain) and gain > 0):
+            raise ValueError(f"gain must be a finite number > 0, got {gain!r}")
+        if not math.isfinite(offset):
+            raise ValueError(f"offset must be finite, got {offset!r}")
+        self.gain = float(gain)
+        self.offset = float(offset)
+
+    def __call__(self, x):
+        return self.gain * x + self.offset
+
+
+class LensWarp(Shift):
+    """Radial lens distortion of images ``(n, C, H, W)``: the output pixel at normalised radius ``r``
+    samples the input at ``r (1 + k r^2)`` (``k > 0``: pincushion-like magnification of the centre,
+    ``k < 0``: barrel), bilinear, zeros outside.
+
+    Args:
+        k: distortion coefficient (finite, ``> -1``).
+    """
+
+    name = "lens-warp"
+
+    def __init__(self, k: float = 0.3):
+        if not (math.isfinite(k) and k > -1):
+            raise ValueError(f"k must be a finite number > -1, got {k!r}")
+        self.k = float(k)
+
+    def __call__(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"LensWarp needs images (n, C, H, W), got shape {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, dtype=x.dtype), torch.linspace(-1, 1, w, dtype=x.dtype),
+                                indexing="ij")
+        r2 = xs ** 2 + ys ** 2
+        f = 1 + self.k * r2
+        grid = torch.stack([xs * f, ys * f], -1).expand(n, h, w, 2)
+        return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -45,13 +45,16 @@ from avalanche.evaluation.metrics import (
 from avalanche.training import Cumulative as _AvCumulative
 from avalanche.training import JointTraining as _AvJointTraining
 from avalanche.models.utils import avalanche_forward
+from avalanche.evaluation import PluginMetric
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
-from scenarios.loaders import TensorBatchLoader, tensor_view
+from kta_plugins.compose import ComposeMixin
+from scenarios.loaders import TensorBatchLoader, tensor_loader, tensor_view
 
-__all__ = ["KTAStrategyMixin", "Naive", "Cumulative", "JointTraining", "default_evaluator", "ProgressBar"]
+__all__ = ["KTAStrategyMixin", "Naive", "Cumulative", "JointTraining", "default_evaluator", "ProgressBar", "StepBudget",
+           "LossTermsMetric"]
 
 
 # Callbacks that run once per minibatch or epoch: KTA dispatches them only to the
@@ -96,9 +99,21 @@ class LeanEvaluationPlugin(EvaluationPlugin):
             )
         return cache[callback]
 
+    def _check_members(self, strategy):
+        """Forget what is needed when metrics or loggers were added, removed or replaced (checked at every
+        callback that runs once per experience or epoch, so loggers attached between runs are served)."""
+        key = (tuple(map(id, self.metrics)), tuple(map(id, self.loggers)))
+        if self.__dict__.get("_kta_members") != key:
+            self._kta_members = key
+            self._kta_needed = {}
+            strategy.__dict__.pop("_kta_hooks_key", None)  # the strategy's hook cache follows
+
     def _update_metrics_and_loggers(self, strategy, callback: str):
-        if callback in _ITERATION_CALLBACKS and not self._needed(callback):
-            return []
+        if callback in _ITERATION_CALLBACKS:
+            if not self._needed(callback):
+                return []
+        else:
+            self._check_members(strategy)
         return super()._update_metrics_and_loggers(strategy, callback)
 
 
@@ -114,8 +129,37 @@ for _cb in _ITERATION_CALLBACKS:
 del _cb
 
 
+class LossTermsMetric(PluginMetric):
+    """Every training iteration's loss terms (the strategy's loss ledger, see
+    :mod:`kta_plugins.compose`) as ``train/loss/<term>`` scalars, plus ``train/loss/total``,
+    at x = the training iteration. A run with no plugin term logs ``criterion`` and ``total``."""
+
+    def __init__(self):
+        super().__init__()
+
+    def reset(self, **kwargs):
+        pass
+
+    def result(self, **kwargs):
+        return None
+
+    def before_training(self, strategy, **kwargs):
+        strategy.track_loss_terms = True
+
+    def after_training_iteration(self, strategy, **kwargs):
+        from avalanche.evaluation.metric_results import MetricValue
+
+        terms = getattr(strategy, "loss_terms", None) or {}
+        x = strategy.clock.train_iterations
+        return [MetricValue(self, f"train/loss/{name}", value, x) for name, value in terms.items()]
+
+    def __str__(self):
+        return "LossTerms"
+
+
 def default_evaluator(log_dir: Optional[str] = None, loggers: Sequence = ()) -> EvaluationPlugin:
-    """Accuracy (per experience and stream), stream loss, forgetting and BWT.
+    """Accuracy (per experience and stream), stream loss, forgetting and BWT; with ``log_dir``,
+    also the per-iteration training loss terms (:class:`LossTermsMetric`).
 
     Args:
         log_dir: when given, a TensorBoard logger writes there.
@@ -124,19 +168,20 @@ def default_evaluator(log_dir: Optional[str] = None, loggers: Sequence = ()) -> 
     import warnings
 
     loggers = list(loggers)
+    metrics = [
+        accuracy_metrics(experience=True, stream=True),
+        loss_metrics(stream=True),
+        forgetting_metrics(experience=True, stream=True),
+        bwt_metrics(experience=True, stream=True),
+    ]
     if log_dir is not None:
         from avalanche.logging import TensorboardLogger
 
         loggers.append(TensorboardLogger(tb_log_dir=str(log_dir)))
+        metrics.append(LossTermsMetric())  # training-loss curves, one per ledger term
     with warnings.catch_warnings():  # "No loggers specified": the matrix is our report
         warnings.filterwarnings("ignore", message="No loggers specified")
-        return LeanEvaluationPlugin(
-            accuracy_metrics(experience=True, stream=True),
-            loss_metrics(stream=True),
-            forgetting_metrics(experience=True, stream=True),
-            bwt_metrics(experience=True, stream=True),
-            loggers=loggers,
-        )
+        return LeanEvaluationPlugin(*metrics, loggers=loggers)
 
 
 class ProgressBar(SupervisedPlugin):
@@ -150,7 +195,7 @@ class ProgressBar(SupervisedPlugin):
         from tqdm.auto import tqdm
 
         try:
-            total = strategy.train_epochs * len(strategy.dataloader)
+            total = getattr(strategy, "train_steps", None) or strategy.train_epochs * len(strategy.dataloader)
         except TypeError:
             total = None
         exp = getattr(strategy.experience, "current_experience", "?")
@@ -169,16 +214,69 @@ class ProgressBar(SupervisedPlugin):
         return {**self.__dict__, "_bar": None}
 
 
-class KTAStrategyMixin:
-    """Adds KTA's fast data path, defaults and seeding to an Avalanche template.
+class StepBudget(SupervisedPlugin):
+    """Trains each experience for exactly ``strategy.train_steps`` updates (added by the strategy when
+    ``train_steps`` is given): enough epochs to cover the budget, then Avalanche's ``stop_training``."""
+
+    def before_training_exp(self, strategy, **kwargs):
+        try:
+            per_epoch = max(1, len(strategy.dataloader))
+        except TypeError:  # a loader without a length: one update per epoch at least
+            per_epoch = 1
+        self._epochs, self._done = strategy.train_epochs, 0
+        strategy.train_epochs = -(-strategy.train_steps // per_epoch)
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self._done += 1
+        if self._done >= strategy.train_steps:
+            strategy.stop_training()
+
+    def after_training_exp(self, strategy, **kwargs):
+        strategy.train_epochs = self._epochs
+        strategy._stop_training = False  # Avalanche resets it only at the next epoch's start
+
+
+#: Library warnings KTA knows do not apply to its users (message prefixes): Avalanche 0.6's own
+#: ReplayPlugin calls its own deprecated ``storage_policy.update``; nothing a user can change.
+QUIET_WARNINGS = ("Call to deprecated function update (removal in version 0.7: switch to pre_adapt",)
+
+
+class _QuietLibraryWarnings:
+    """Hold back the warnings of :data:`QUIET_WARNINGS` during a call and re-emit the others.
+    (Filters cannot do it: Avalanche's ``deprecated`` decorator puts ``simplefilter("once")`` in
+    front of every filter on each call.)"""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings(record=True)
+        self._caught = self._cm.__enter__()
+
+    def __exit__(self, *exc):
+        import warnings
+
+        self._cm.__exit__(*exc)
+        for w in self._caught:
+            if not str(w.message).startswith(QUIET_WARNINGS):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        return False
+
+
+class KTAStrategyMixin(ComposeMixin):
+    """Adds KTA's fast data path, defaults and seeding to an Avalanche template, and the three
+    places where plugins meet (:class:`kta_plugins.compose.ComposeMixin`: the loss ledger,
+    scoped extra forwards, the optimizer assembled from the plugins' declarations).
 
     Args:
         model: the network.
         optimizer: a torch optimizer over ``model``'s parameters.
         criterion: the loss (default cross-entropy).
         train_mb_size: training minibatch size (default 64).
-        train_epochs: epochs per experience (default 1).
-        eval_mb_size: evaluation minibatch size (default 256).
+        train_epochs: epochs per experience (default 1; 0: the experience's callbacks run, no update).
+        train_steps: when given, a budget of optimizer updates per experience instead of
+            epochs: training cycles through the experience's data (a new shuffle each pass)
+            and stops after exactly ``train_steps`` updates; ``train_epochs`` is then ignored.
+        eval_mb_size: evaluation minibatch size (default 256; None: ``train_mb_size``, as in Avalanche).
         device: ``"cpu"``, ``"cuda"``...
         plugins: Avalanche / KTA plugins.
         evaluator: an ``EvaluationPlugin``; default :func:`default_evaluator`.
@@ -197,7 +295,8 @@ class KTAStrategyMixin:
         criterion: Optional[nn.Module] = None,
         train_mb_size: int = 64,
         train_epochs: int = 1,
-        eval_mb_size: int = 256,
+        train_steps: Optional[int] = None,
+        eval_mb_size: Optional[int] = 256,
         device: Union[str, torch.device] = "cpu",
         plugins: Optional[Sequence] = None,
         evaluator: Optional[EvaluationPlugin] = None,
@@ -208,10 +307,17 @@ class KTAStrategyMixin:
         progress: Optional[bool] = None,
         **kwargs,
     ):
+        # Avalanche's semantics: train_epochs=0 runs the experience's callbacks without updates (its own
+        # tests fill replay buffers that way); eval_mb_size=None means train_mb_size.
+        if eval_mb_size is None:
+            eval_mb_size = train_mb_size
         for name, value in (("train_mb_size", train_mb_size), ("train_epochs", train_epochs),
-                            ("eval_mb_size", eval_mb_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                            ("eval_mb_size", eval_mb_size), ("train_steps", train_steps)):
+            if value is None and name == "train_steps":
+                continue
+            low = 0 if name == "train_epochs" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -223,6 +329,9 @@ class KTAStrategyMixin:
             progress = sys.stderr.isatty()
         if progress:
             plugins.append(ProgressBar())
+        self.train_steps = train_steps
+        if train_steps is not None:
+            plugins.append(StepBudget())
         self.seed = seed
         self.fast_data = fast_data
         self._data_generator = torch.Generator().manual_seed(seed)
@@ -240,32 +349,55 @@ class KTAStrategyMixin:
             **kwargs,
         )
 
+    def train(self, *args, **kwargs):
+        with _QuietLibraryWarnings():  # see QUIET_WARNINGS
+            return super().train(*args, **kwargs)
+
     # ---- fast data path ----------------------------------------------------------
-    def _tensor_fields(self):
-        if not self.fast_data:
-            return None
-        fields = tensor_view(self.adapted_dataset)
-        if fields is not None and self.device.type != "cpu":
-            fields = [f.to(self.device) for f in fields]
-        return fields
+    # Every loader, whoever builds it (Avalanche's make_*_dataloader, ReplayPlugin or any plugin that
+    # assigns ``strategy.dataloader``), passes through this property: an Avalanche multi-dataset loader
+    # or plain DataLoader over tensor-backed data becomes the TensorMultiLoader that gives the same batches.
+    # The conversion waits for the first read, so a loader replaced before use (Avalanche's default one,
+    # when ReplayPlugin installs its own) is never materialised.
+    @property
+    def dataloader(self):
+        loader = self.__dict__.get("_kta_dataloader")
+        if self.__dict__.get("_kta_dataloader_pending"):
+            self._kta_dataloader_pending = False
+            fast = tensor_loader(loader, device=self.device)
+            if fast is not None:
+                self._kta_dataloader = loader = fast
+        return loader
+
+    @dataloader.setter
+    def dataloader(self, loader):
+        self._kta_dataloader = loader
+        self._kta_dataloader_pending = bool(self.__dict__.get("fast_data")) and not isinstance(
+            loader, (list, TensorBatchLoader))
+
+    def _obtain_common_dataloader_parameters(self, **kwargs):
+        args = super()._obtain_common_dataloader_parameters(**kwargs)
+        if args.get("shuffle"):  # shuffling draws from the strategy's seeded generator, on either path
+            args.setdefault("generator", self._data_generator)
+        return args
 
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None,
                               persistent_workers=False, drop_last=False, **kwargs):
-        fields = self._tensor_fields()
-        if fields is None:
+        fields = tensor_view(self.adapted_dataset) if self.fast_data and DistributedHelper.is_distributed else None
+        if fields is None:  # Avalanche's loader (task-balanced when the experience has task labels)
             return super().make_train_dataloader(
                 num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
                 persistent_workers=persistent_workers, drop_last=drop_last, **kwargs,
             )
         self.dataloader = TensorBatchLoader(  # under torchrun: this rank's shard of each epoch
-            fields, self.train_mb_size, shuffle=shuffle, generator=self._data_generator, drop_last=drop_last,
+            [f.to(self.device) for f in fields], self.train_mb_size, shuffle=shuffle,
+            generator=self._data_generator, drop_last=drop_last,
             rank=DistributedHelper.rank, world_size=DistributedHelper.world_size,
         )
 
     def make_eval_dataloader(self, num_workers=0, shuffle=False, pin_memory=None,
                              persistent_workers=False, **kwargs):
-        fields = self._tensor_fields()
-        if fields is None and DistributedHelper.is_distributed:
+        if DistributedHelper.is_distributed:
             # Avalanche's eval loader would shard the data over the ranks and its metrics are
             # not reduced across ranks: evaluate everything on every rank instead.
             from avalanche.benchmarks.utils.data_loader import SingleDatasetDataLoader
@@ -275,12 +407,10 @@ class KTAStrategyMixin:
                 persistent_workers=persistent_workers)
             self.dataloader = SingleDatasetDataLoader(self.adapted_dataset, distributed_sampling=False, **args)
             return
-        if fields is None:
-            return super().make_eval_dataloader(
-                num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
-                persistent_workers=persistent_workers, **kwargs,
-            )
-        self.dataloader = TensorBatchLoader(fields, self.eval_mb_size, shuffle=False)
+        return super().make_eval_dataloader(
+            num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+            persistent_workers=persistent_workers, **kwargs,
+        )
 
     # ---- data-parallel training (torchrun; see strategies/distributed.py) ---------
     def forward(self):
@@ -306,8 +436,9 @@ class KTAStrategyMixin:
         hooks are the base class's no-ops. Skipping those keeps the order and the
         arguments of every hook that does something.
         """
-        if self.__dict__.get("_kta_hooks_plugins") != self.plugins:  # plugins added or removed
-            self._kta_hooks_plugins = list(self.plugins)
+        key = self.__dict__.get("_kta_hooks_key")  # dropped by LeanEvaluationPlugin when its members change
+        if key is None or key != self.plugins:  # plugins added, removed, replaced
+            self._kta_hooks_key = list(self.plugins)
             self._kta_hooks = {}
         hooks = self._kta_hooks.get(event)
         if hooks is None:
@@ -329,9 +460,11 @@ class KTAStrategyMixin:
         state = self.__dict__.copy()
         state["_data_generator"] = self._data_generator.get_state()
         state.pop("_kta_hooks", None)  # a cache of bound methods, rebuilt on demand
-        state.pop("_kta_hooks_plugins", None)
+        state.pop("_kta_hooks_key", None)
         state.pop("_kta_ddp", None)  # a DistributedDataParallel wrapper, rebuilt on demand
         state.pop("_kta_ddp_key", None)
+        state.pop("_kta_ledger", None)  # this iteration's loss terms and graph
+        state.pop("_kta_criterion", None)
         return state
 
     def __setstate__(self, state):

@@ -1,208 +1,224 @@
-"""The ``kta`` command.
+"""The ``kta`` command (argument parsing only; runs are built in :mod:`strategies.runs`).
 
     kta run --scenario split-digits --strategy naive --epochs 1 --seed 0 \\
-            [--plugin NAME:key=value,...] [--log-dir runs/x] [--json results.json]
-    kta list            # every scenario, strategy and plugin name
-    kta compare CONFIG.yaml [--jobs N] [--executor ray [--ray-address ADDR]]
+            [--plugin NAME:key=value,...] [--optimizer adam --lr 0.001 --lr-schedule cosine] \\
+            [--config run.yaml] [--log-dir runs/x] [--json results.json]
+    kta list [--details NAME]        # every scenario, strategy, plugin and model name
+    kta compare CONFIG.yaml [--jobs N] [--executor ray [--ray-address ADDR]] [--force]
     torchrun --nproc_per_node 2 -m strategies.cli run ... --distributed   # one run, data-parallel
 
-Unknown names and bad values exit with status 2 and a one-line message that
-names the option.
+Every error a user can cause exits with status 2 and one line that names the
+option (or the config file, line and key) before anything is trained or
+written. ``--help``, ``list`` and unknown names answer without importing torch
+(from :mod:`strategies.catalog`'s index).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import random
-import re
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["main", "run"]
+__all__ = ["main", "make_parser", "run", "build_run", "import_extensions", "UsageError"]
+
+#: Command-line flag of each run key.
+FLAGS = {
+    "scenario": "--scenario", "strategy": "--strategy", "seed": "--seed", "epochs": "--epochs",
+    "optimizer": "--optimizer", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--weight-decay",
+    "lr_schedule": "--lr-schedule", "batch_size": "--batch-size", "model": "--model", "device": "--device",
+    "import": "--import", "json": "--json", "log_dir": "--log-dir", "out": "--out", "name": "--config",
+}
+_RUN_DEFAULTS = {"scenario": "split-digits", "strategy": "naive", "plugins": [], "seed": 0}
 
 
 class UsageError(Exception):
-    """A bad command-line value; ``option`` names the flag."""
+    """A bad command-line value; ``option`` names the flag (or ``file:line: key``)."""
 
     def __init__(self, option: str, message: str):
-        super().__init__(f"{option}: {message}")
+        super().__init__(f"{option}: {' '.join(str(message).split())}")
         self.option = option
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
+def run(*args, **kwargs) -> dict:
+    """:func:`strategies.runs.run` (kept here for scripts that import it from the command's module)."""
+    from .runs import run as _run
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _registries():
-    from kta_plugins.base import PLUGINS
-    from scenarios.registry import SCENARIOS, load_all as load_scenarios
-
-    from .registry import STRATEGIES, load_all
-
-    load_scenarios()
-    load_all()
-
-    return SCENARIOS, STRATEGIES, PLUGINS
-
-
-def build_run(scenario: str, strategy: str, plugins: Sequence[str] = (), *, epochs: int = 1, seed: int = 0,
-              lr: float = 0.1, momentum: float = 0.0, batch_size: int = 16, model: Optional[str] = None, device: str = "cpu",
-              log_dir: Optional[str] = None, progress: Optional[bool] = None):
-    """Build ``(benchmark, strategy)`` from command-line style specs. Raises :class:`UsageError`."""
-    import torch
-
-    from kta_plugins.nn import default_model_name, make_model
-    from scenarios.registry import RegistryError
-
-    SCENARIOS, STRATEGIES, PLUGINS = _registries()
-    if epochs < 1:
-        raise UsageError("--epochs", f"must be >= 1, got {epochs}")
-    if not lr > 0:
-        raise UsageError("--lr", f"must be > 0, got {lr}")
-    if batch_size < 1:
-        raise UsageError("--batch-size", f"must be >= 1, got {batch_size}")
-    seed_everything(seed)
-    try:
-        bm = SCENARIOS.build(scenario, seed=seed)
-    except RegistryError as e:
-        raise UsageError("--scenario", str(e)) from None
-    try:
-        net = make_model(model or default_model_name(bm.input_shape), bm.input_shape, bm.n_classes)
-    except ValueError as e:
-        raise UsageError("--model", str(e)) from None
-    built = []
-    for spec in plugins:
-        try:
-            built.append(PLUGINS.build(spec))
-        except RegistryError as e:
-            raise UsageError("--plugin", str(e)) from None
-    if not 0 <= momentum < 1:
-        raise UsageError("--momentum", f"must be in [0, 1), got {momentum}")
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
-    try:
-        strat = STRATEGIES.build(
-            strategy, model=net, optimizer=opt, train_epochs=epochs, train_mb_size=batch_size,
-            plugins=built, seed=seed, device=device, log_dir=log_dir, progress=progress,
-        )
-    except RegistryError as e:
-        raise UsageError("--strategy", str(e)) from None
-    from .distributed import check_strategy, is_distributed
-
-    if is_distributed():
-        try:
-            check_strategy(strat)
-        except ValueError as e:
-            raise UsageError("--strategy", str(e)) from None
-    return bm, strat
-
-
-def run(scenario: str = "split-digits", strategy: str = "naive", plugins: Sequence[str] = (), **kwargs) -> dict:
-    """Train ``strategy`` over ``scenario`` and return the accuracy matrix and its summary."""
-    from .base import JointTraining
-    from .results import average_accuracy, bwt, forgetting, train_and_evaluate
-
-    bm, strat = build_run(scenario, strategy, plugins, **kwargs)
-    joint = isinstance(strat, JointTraining)
-    extra = {}
-    if getattr(bm, "kind", None) == "concept-drift" and not joint:
-        # P(y|x) changes: Chaudhry's forgetting mixes forgetting with following the new concept;
-        # strategies.drift splits the drop of accuracy into the two.
-        from .drift import train_with_drift_split
-
-        A, extra["drift_split"] = train_with_drift_split(strat, bm)
-    else:
-        A = train_and_evaluate(strat, bm, joint=joint)
-    return {
-        "scenario": scenario, "strategy": strategy, "plugins": list(plugins),
-        "settings": {k: v for k, v in kwargs.items() if k != "progress"},
-        "joint": joint, "accuracy_matrix": A.tolist(), "average_accuracy": average_accuracy(A),
-        "forgetting": forgetting(A), "bwt": bwt(A), **extra,
-    }
+    return _run(*args, **kwargs)
 
 
 def import_extensions(paths: Sequence[str]) -> None:
-    """Import user modules (dotted names or ``.py`` files) so that their plugins, strategies
-    and scenarios register before names are resolved."""
-    import importlib
-    import importlib.util
+    """:func:`strategies.runs.import_extensions`; errors as :class:`UsageError` (``--import``)."""
+    from .runs import SettingError, import_extensions as _import
 
-    for target in paths:
+    try:
+        _import(paths)
+    except SettingError as e:
+        raise UsageError("--import", str(e)) from None
+
+
+def build_run(*args, **kwargs):
+    """:func:`strategies.runs.build_run`."""
+    from .runs import build_run as _build
+
+    return _build(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------- kta run
+def _resolve_args(args):
+    """``(values, origin)``: the run's keys from defaults < ``--config`` < flags given, and where
+    each came from (a flag, or ``file:line: key``)."""
+    from .runs import SETTINGS
+
+    values = {**_RUN_DEFAULTS, **{k: d for k, (_, d, _) in SETTINGS.items()}}
+    origin = dict(FLAGS)
+    if args.config:
+        from .compare.config import ConfigError, load_run_config
+
         try:
-            if target.endswith(".py"):
-                path = Path(target)
-                if not path.is_file():
-                    raise FileNotFoundError(f"no such file: {path}")
-                spec = importlib.util.spec_from_file_location(f"kta_user_{path.stem}", path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[spec.name] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(target)
-        except ValueError as e:
-            raise UsageError("--import", f"{target}: {e}") from None
-        except (ImportError, OSError) as e:
-            raise UsageError("--import", f"cannot import {target}: {e}") from None
+            cfg, where = load_run_config(args.config)
+        except ConfigError as e:
+            raise UsageError("--config", e.errors[0]) from None
+        values.update(cfg)
+        origin.update(where)
+    for key in list(values):
+        given = getattr(args, "plugin" if key == "plugins" else key, None)
+        if key == "plugins":
+            if given:
+                values["plugins"] = list(given)
+                origin.update({f"plugins[{j}]": "--plugin" for j in range(len(given))})
+        elif given is not None:
+            values[key] = given
+            origin[key] = FLAGS[key]
+    return values, origin
+
+
+def _origin(origin: dict, key: str) -> str:
+    if key in origin:
+        return origin[key]
+    return "--plugin" if key.startswith("plugins") else FLAGS.get(key, key)
+
+
+def _static_checks(values: dict, origin: dict, live: bool) -> None:
+    """Checks that need no torch: setting values, the seed, names against the index, output paths."""
+    from . import catalog
+    from .runs import SETTINGS, SettingError, check_seed, check_settings
+
+    try:
+        check_settings({k: values[k] for k in SETTINGS}, device=False)
+        check_seed(values["seed"])
+        if live:
+            return
+        for kind, key, spec in [("scenario", "scenario", values["scenario"]), ("strategy", "strategy", values["strategy"]),
+                                *[("plugin", f"plugins[{j}]", p) for j, p in enumerate(values["plugins"])],
+                                *([("model", "model", values["model"])] if values["model"] else [])]:
+            name = spec.partition(":")[0].strip()
+            if catalog.lookup(kind, name) is None and not _registered_here(kind, name) \
+                    and not (catalog.maybe_registered(name) and _live_has(kind, name)):
+                known = sorted(catalog.load_index().get(kind, {}))
+                raise SettingError(key, f"unknown {kind} {name!r}; known: {', '.join(known)}")
+            limit = catalog.limit_of(kind, name)
+            if limit:
+                raise SettingError(key, f"{kind} {name!r} cannot run from the command line: {limit}")
+    except SettingError as e:
+        raise UsageError(_origin(origin, e.key), str(e)) from None
+
+
+def _registered_here(kind: str, name: str) -> bool:
+    """Whether ``name`` is in a registry this process has already imported (a script that registers
+    its own names in Python, then calls :func:`main`); imports nothing."""
+    module, attr = {"scenario": ("scenarios.registry", "SCENARIOS"), "strategy": ("strategies.registry", "STRATEGIES"),
+                    "plugin": ("kta_plugins.base", "PLUGINS"), "model": ("kta_plugins.nn.models", "MODELS")}[kind]
+    reg = getattr(sys.modules.get(module), attr, None)
+    return reg is not None and name in reg
+
+
+def _live_has(kind: str, name: str) -> bool:
+    """A name missing from the static index may be newer than the index: ask the registries."""
+    from .runs import model_names, registries
+
+    if kind == "model":
+        return name in model_names()
+    return name in dict(zip(("scenario", "strategy", "plugin"), registries()))[kind]
 
 
 def _cmd_run(args) -> int:
+    from .runs import check_writable, safe_name, SettingError
+
+    values, origin = _resolve_args(args)
+    try:
+        if args.json:
+            check_writable(args.json, "json")
+        if args.log_dir and args.log_dir.lower() != "none":
+            check_writable(args.log_dir, "log_dir", folder=True)
+    except SettingError as e:
+        raise UsageError(_origin(origin, e.key), str(e)) from None
+    _static_checks(values, origin, live=bool(args.imports))
     import numpy as np
 
-    import_extensions(args.imports)
     from . import distributed
+    from .runs import NonFiniteLoss, import_extensions, probe_run, run_hash, run as run_training, SETTINGS
     from .results import format_report
 
+    settings = {k: values[k] for k in SETTINGS}
+    scenario, strategy, plugins, seed = values["scenario"], values["strategy"], values["plugins"], values["seed"]
+    try:
+        import_extensions(args.imports)
+        from .runs import check_device
+
+        check_device(settings["device"])
+        resolved = probe_run(scenario, strategy, plugins, seed=seed, **settings)  # the dry build
+    except SettingError as e:
+        raise UsageError(_origin(origin, e.key), str(e)) from None
+    digest = run_hash(resolved)
     log_dir = args.log_dir
-    if log_dir is None:
-        log_dir = str(Path("runs") / re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{args.scenario}__{args.strategy}__seed{args.seed}"))
+    if log_dir is None:  # unique per resolved run
+        log_dir = str(Path("runs") / f"{safe_name(f'{scenario}__{strategy}__seed{seed}')}__{digest}")
     elif log_dir.lower() == "none":
         log_dir = None
+    created = None  # the outermost folder this run creates for its logs (removed if it fails)
+    if log_dir is not None:
+        for folder in [Path(log_dir), *Path(log_dir).parents]:
+            if folder.exists():
+                break
+            created = folder
     ddp = args.distributed or distributed.torchrun_env()  # torchrun with N > 1 means data-parallel
     if ddp:
         try:
-            distributed.init_distributed(args.seed, device=args.device)
+            distributed.init_distributed(seed, device=settings["device"])
         except RuntimeError as e:
             raise UsageError("--distributed", str(e)) from None
     main_process = not ddp or distributed.is_main_process()
     try:
-        result = run(
-            args.scenario, args.strategy, args.plugin, epochs=args.epochs, seed=args.seed, lr=args.lr,
-            momentum=args.momentum, batch_size=args.batch_size, model=args.model, device=args.device,
-            log_dir=log_dir if main_process else None,  # only rank 0 logs and writes
-            **({} if main_process else {"progress": False}),
+        result = run_training(
+            scenario, strategy, plugins, seed=seed, log_dir=log_dir if main_process else None,  # only rank 0 logs
+            **({} if main_process else {"progress": False}), **settings,
         )
+    except SettingError as e:
+        raise UsageError(_origin(origin, e.key), str(e)) from None
+    except NonFiniteLoss as e:
+        if created is not None and main_process:
+            import shutil
+
+            shutil.rmtree(created, ignore_errors=True)  # nothing half-written
+        print(f"kta: error: {e}; the run diverged (try a lower {_origin(origin, 'lr')}); nothing was written",
+              file=sys.stderr)
+        return 1
     finally:
         if ddp:
             distributed.shutdown()
     if not main_process:
         return 0
-    title = f"{args.scenario} | {args.strategy}" + "".join(f" + {p}" for p in args.plugin) + \
-        f" | {args.epochs} epoch(s), seed {args.seed}"
+    title = f"{scenario} | {strategy}" + "".join(f" + {p}" for p in plugins) + \
+        f" | {settings['epochs']} epoch(s), seed {seed}"
+    if settings["optimizer"] != "sgd" or settings["lr_schedule"] != "none":
+        title += f" | {settings['optimizer']} lr {settings['lr']:g}" + \
+            (f", {settings['lr_schedule']} schedule" if settings["lr_schedule"] != "none" else "")
     if ddp:
-        result["data_parallel"] = {"world_size": int(os.environ["WORLD_SIZE"]), "batch_size_per_rank": args.batch_size}
-        title += f" | data-parallel, {result['data_parallel']['world_size']} ranks x batch {args.batch_size}"
+        result["data_parallel"] = {"world_size": int(os.environ["WORLD_SIZE"]), "batch_size_per_rank": settings["batch_size"]}
+        title += f" | data-parallel, {result['data_parallel']['world_size']} ranks x batch {settings['batch_size']}"
     print(format_report(np.array(result["accuracy_matrix"]), title=title, joint=result["joint"]))
     if "drift_split" in result:
         from .drift import format_drift
@@ -211,72 +227,127 @@ def _cmd_run(args) -> int:
               "forgetting (labels unchanged) and drift (labels changed)")
         print(format_drift(result["drift_split"]))
     if args.json:
+        from .runs import atomic_write_text
+
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
     return 0
 
 
-def _cmd_compare(args) -> int:
-    from .compare import ConfigError, _import_ray, compare, load_config
+# ------------------------------------------------------------------------------- kta compare
+def _config_errors(e) -> int:
+    """Every error of a config, one line each (``file:line: key: message``); status 2."""
+    for line in e.errors:
+        print(f"kta: error: {' '.join(line.split())}", file=sys.stderr)
+    return 2
 
-    import_extensions(args.imports)
+
+def _cmd_compare(args) -> int:
+    from .compare import ConfigError, FolderBusy, compare, import_ray, load_config, output_folder
+    from .runs import SettingError, check_writable, import_extensions
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs", f"must be >= 1, got {args.jobs}")
+    try:
+        import_extensions(args.imports)
+    except SettingError as e:
+        raise UsageError("--import", str(e)) from None
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
-        raise UsageError("config", str(e)) from None
-    if args.jobs is not None and args.jobs < 1:
-        raise UsageError("--jobs", f"must be >= 1, got {args.jobs}")
+        return _config_errors(e)
+    out = output_folder(cfg, args.out)
+    try:
+        check_writable(out, "out", folder=True)
+    except SettingError as e:
+        raise UsageError("--out" if args.out else "config: output", str(e)) from None
     if args.executor == "ray":
         try:
-            _import_ray()
+            import_ray()
         except ImportError as e:
             raise UsageError("--executor", str(e)) from None
-    results = compare(cfg, out_dir=args.out, jobs=args.jobs, executor=args.executor,
-                      ray_address=args.ray_address, imports=args.imports)
-    out = args.out or cfg.output or str(Path("results") / cfg.path.stem)
+    try:
+        results = compare(cfg, out_dir=out, jobs=args.jobs, executor=args.executor,
+                          ray_address=args.ray_address, imports=args.imports, force=args.force)
+    except ConfigError as e:
+        return _config_errors(e)
+    except FolderBusy as e:
+        raise UsageError("--out" if args.out else "config: output", str(e)) from None
     print((Path(out) / "summary.md").read_text(), end="")
     print(f"{sum(r['status'] == 'finished' for r in results)}/{len(results)} runs finished; results in {out}/")
     return 0 if all(r["status"] == "finished" for r in results) else 1
 
 
+# ------------------------------------------------------------------------------- kta list
 def _cmd_list(args) -> int:
-    for reg in _registries():
-        print(f"{reg.kind}s:".replace("ys:", "ies:"))
-        for name in reg.names():
-            print(f"  {name:<22} {reg.help(name)}")
+    from . import catalog
+
+    if args.imports:
+        from .runs import SettingError, import_extensions
+
+        try:
+            import_extensions(args.imports)
+        except SettingError as e:
+            raise UsageError("--import", str(e)) from None
+    index = catalog.load_index(live=bool(args.imports))
+    if args.details:
+        lines = catalog.describe(index, args.details)
+        if not lines and not args.imports and any(_live_has(k, args.details) for k in catalog.KINDS):
+            lines = catalog.describe(catalog.load_index(live=True), args.details)
+        if not lines:
+            names = sorted({n for kind in index.values() for n in kind})
+            raise UsageError("--details", f"no scenario, strategy, plugin or model is called {args.details!r}; "
+                                          f"see `kta list` ({len(names)} names)")
+        print("\n".join(lines))
+        return 0
+    print("\n".join(catalog.list_lines(index)))
     return 0
 
 
+# ------------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, status 2
-        self.exit(2, f"kta: error: {message}\n")
+        self.exit(2, f"kta: error: {' '.join(message.split())}\n")
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from .catalog import load_index
+    from .runs import LR_SCHEDULES, OPTIMIZERS, SETTINGS
+
+    models = ", ".join(sorted(load_index().get("model", {})))
     p = _Parser(prog="kta", description="Knowledge transfer and adaptation on Avalanche.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="train a strategy over a stream and print the accuracy matrix")
-    r.add_argument("--scenario", default="split-digits", help="scenario name[:key=value,...] (see `kta list`)")
-    r.add_argument("--strategy", default="naive", help="strategy name[:key=value,...]")
-    r.add_argument("--plugin", action="append", default=[], metavar="NAME:key=value,...",
+    r.add_argument("--config", default=None, metavar="RUN.yaml",
+                   help="read the run's keys (scenario, strategy, plugins, seed and the settings below, as in one "
+                        "`kta compare` entry) from a YAML file; flags given on the command line win")
+    r.add_argument("--scenario", default=None, help="scenario name[:key=value,...] (default split-digits; see `kta list`)")
+    r.add_argument("--strategy", default=None, help="strategy name[:key=value,...] (default naive)")
+    r.add_argument("--plugin", action="append", default=None, metavar="NAME:key=value,...",
                    help="add a plugin (repeatable)")
-    r.add_argument("--epochs", type=int, default=1, help="epochs per experience (default 1)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (default 0.1)")
-    r.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
-    r.add_argument("--batch-size", type=int, default=16, help="training minibatch size (default 16)")
-    r.add_argument("--model", default=None, help="mlp, cnn1d, cnn1d-gap or cnn (default: by input shape)")
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--log-dir", default=None,
-                   help="TensorBoard log folder (default runs/<scenario>__<strategy>__seed<seed>; 'none' for no logs)")
+    r.add_argument("--epochs", type=int, default=None, help=f"epochs per experience (default {SETTINGS['epochs'][1]})")
+    r.add_argument("--seed", type=int, default=None, help="seed of the data order and the model (default 0)")
+    r.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="optimizer (default sgd)")
+    r.add_argument("--lr", type=float, default=None, help=f"learning rate (default {SETTINGS['lr'][1]})")
+    r.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0)")
+    r.add_argument("--weight-decay", dest="weight_decay", type=float, default=None, help="weight decay (default 0)")
+    r.add_argument("--lr-schedule", dest="lr_schedule", default=None, metavar="|".join(LR_SCHEDULES),
+                   help="learning-rate schedule over the epochs of each experience: none (default), cosine, "
+                        "or step[:every=E,gamma=G] (x G every E epochs; default every=1, gamma=0.1)")
+    r.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="training minibatch size (default 16)")
+    r.add_argument("--model", default=None, help=f"{models} (default: by input shape)")
+    r.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or mps")
+    r.add_argument("--log-dir", dest="log_dir", default=None,
+                   help="TensorBoard log folder (default runs/<scenario>__<strategy>__seed<seed>__<hash of the "
+                        "resolved settings>; 'none' for no logs)")
     r.add_argument("--json", default=None, help="also write the results as JSON to this file")
     r.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py",
-                   help="import a module that registers your own plugins / strategies / scenarios")
+                   help="import a module that registers your own plugins / strategies / scenarios / models")
     r.add_argument("--distributed", action="store_true",
                    help="data-parallel training under torchrun (CPU, gloo; implied when torchrun starts "
                         "more than one process); --batch-size is per rank; only rank 0 prints and writes")
     r.set_defaults(func=_cmd_run)
     c = sub.add_parser("compare", help="strategies x scenarios x seeds from a YAML config; resumable")
-    c.add_argument("config", help="YAML config (see strategies/compare.py)")
+    c.add_argument("config", help="YAML config (see docs/runs.md)")
     c.add_argument("--out", default=None, help="output folder (default: results/<config name>)")
     c.add_argument("--jobs", type=int, default=None,
                    help="runs at a time: local process pool size (default 1), or the most runs in flight on Ray")
@@ -285,23 +356,30 @@ def make_parser() -> argparse.ArgumentParser:
                         "(optional extra: pip install 'kta-plugins[ray]')")
     c.add_argument("--ray-address", default=None,
                    help="Ray cluster address (default $RAY_ADDRESS, else a local cluster for this command)")
+    c.add_argument("--force", action="store_true", help="re-run the config's finished or checkpointed runs")
     c.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py")
     c.set_defaults(func=_cmd_compare)
-    ls = sub.add_parser("list", help="list scenario, strategy and plugin names")
+    ls = sub.add_parser("list", help="list scenario, strategy, plugin and model names")
+    ls.add_argument("--details", default=None, metavar="NAME",
+                    help="the options (types, defaults) and the description of NAME")
+    ls.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE.py")
     ls.set_defaults(func=_cmd_list)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = make_parser().parse_args(argv)
-    # Avalanche re-enables its deprecation warnings on every call (simplefilter "always"),
+    # Avalanche re-enables its deprecation warnings on every call (simplefilter "once"),
     # so filters are not enough: the command line shows no library warnings at all.
+    shown = warnings.showwarning
     warnings.showwarning = lambda *a, **k: None
     try:
         return args.func(args)
     except UsageError as e:
         print(f"kta: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

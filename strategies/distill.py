@@ -26,11 +26,13 @@ class Distill(Naive):
     loss); an ``nn.Module`` or a checkpoint path distils from a fixed teacher.
 
     Args:
-        model, optimizer, **kwargs: as :class:`strategies.Naive`.
+        model: as :class:`strategies.Naive`.
+        optimizer: as :class:`strategies.Naive`.
         method: ``kd`` (default), ``fitnets``, ``attention``, ``rkd``, ``dkd`` or ``pkt``.
         teacher: an ``nn.Module``, a checkpoint path or ``"previous"``.
         method_args: the plugin's other arguments, e.g. ``{"temperature": 2.0}``.
         plugins: further plugins (the distillation plugin comes first).
+        **kwargs: the other arguments of :class:`strategies.Naive`.
 
     The plugin is ``strategy.distiller``.
 

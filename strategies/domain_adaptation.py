@@ -4,13 +4,17 @@ Example:
     >>> from scenarios.domains import source_target, mnist1d_domain
     >>> from strategies.domain_adaptation import DomainAdaptation
     >>> bm = source_target("mnist1d", mnist1d_domain(shear_scale=2.0, seed=43))
-    >>> s = DomainAdaptation(model=model, optimizer=opt, method="dann", lambda_max=0.3, train_epochs=30)
+    >>> s = DomainAdaptation(model=model, optimizer=opt, method="dann", train_epochs=30)   # the plugin's defaults
     >>> s.train(bm.train_stream[0]); s.eval(bm.test_stream)   # target from bm.target_unlabeled
     >>> # command line: kta run --scenario mnist1d-shear --strategy domain-adaptation:method=coral,weight=100
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
+
+import torch
+from avalanche.core import SupervisedPlugin
 
 from kta_plugins.adapt import CDAN, CORAL, DANN, MMD, MaskedCrossEntropy
 from kta_plugins.base import check_choice, check_int, check_positive, check_type
@@ -18,9 +22,34 @@ from kta_plugins.base import check_choice, check_int, check_positive, check_type
 from .base import Naive
 from .registry import register_strategy
 
-__all__ = ["DomainAdaptation", "METHODS"]
+__all__ = ["DomainAdaptation", "METHODS", "ImportanceCheck"]
 
 METHODS = {"dann": DANN, "coral": CORAL, "mmd": MMD, "cdan": CDAN}
+
+
+class ImportanceCheck(SupervisedPlugin):
+    """Warns when an importance-based regularizer learned nothing from an experience.
+
+    On a stream of domains the later domains are unlabeled (``-1``): the masked criterion has no
+    gradient there, so Avalanche's EWC (and MAS / SI, whose importances come from the same loss)
+    store importances that are all zero for those experiences, and protect nothing they learned.
+    """
+
+    def after_training_exp(self, strategy, **kwargs):
+        from avalanche.training.plugins import EWCPlugin
+
+        exp = strategy.experience.current_experience
+        for p in strategy.plugins:
+            if isinstance(p, EWCPlugin):
+                imp = p.importances.get(exp) if hasattr(p.importances, "get") else None
+                if imp is None:
+                    continue
+                values = [v.data if hasattr(v, "data") else v for v in (imp.values() if isinstance(imp, dict) else imp)]
+                if values and all(not bool(torch.as_tensor(v).abs().sum() > 0) for v in values):
+                    warnings.warn(
+                        f"EWCPlugin: the importances of experience {exp} are all zero: its samples are unlabeled "
+                        "(-1), so the masked loss has no gradient and EWC protects nothing learned on it; "
+                        "regularize with a label-free method or give the domain labels", stacklevel=2)
 
 
 @register_strategy("domain-adaptation")
@@ -36,33 +65,44 @@ class DomainAdaptation(Naive):
         method: ``"dann"``, ``"coral"``, ``"mmd"``, ``"cdan"`` or ``"none"`` (default ``"dann"``).
         target: unlabeled target inputs (default: the benchmark's ``target_unlabeled``).
         layer: the aligned layer (default ``"features"``).
-        weight: weight of the alignment loss (default 1.0).
-        lambda_max: DANN / CDAN final reversal coefficient (default 1.0).
+        weight: weight of the alignment loss (default: the plugin's own default).
+        lambda_max: DANN / CDAN final reversal coefficient (default: the plugin's, 1.0).
         head_lr: DANN / CDAN domain-classifier learning rate (default: the optimizer's).
         entropy: CDAN+E entropy conditioning (default False).
+        guards: what the plugin's collapse guards do: ``"warn"`` (default), ``"error"`` or ``"off"``
+            (:mod:`kta_plugins.adapt.guards`).
         stream: align each new domain with a buffer of the previous ones (default False).
         buffer_size: that buffer's size (default 200).
         replay: stream mode: also replay the labeled buffer samples' cross-entropy (default True).
         **kwargs: KTA strategy arguments (``model=``, ``optimizer=``, ``train_epochs=``, ``plugins=`` ...).
     """
 
-    def __init__(self, *, method: str = "dann", target=None, layer: str = "features", weight: float = 1.0,
-                 lambda_max: float = 1.0, head_lr: Optional[float] = None, entropy: bool = False,
+    def __init__(self, *, method: str = "dann", target=None, layer: str = "features", weight: Optional[float] = None,
+                 lambda_max: Optional[float] = None, head_lr: Optional[float] = None, entropy: bool = False,
+                 guards: str = "warn",
                  stream: bool = False, buffer_size: int = 200, replay: bool = True, seed: int = 0,
                  plugins: Optional[Sequence] = None, criterion=None, **kwargs):
         check_choice("method", method, [*METHODS, "none"])
-        check_positive("weight", weight, strict=False)
-        check_positive("lambda_max", lambda_max, strict=False)
+        if weight is not None:
+            check_positive("weight", weight, strict=False)
+        if lambda_max is not None:
+            check_positive("lambda_max", lambda_max, strict=False)
+        check_choice("guards", guards, ["warn", "error", "off"])
         check_type("entropy", entropy, bool)
         check_int("buffer_size", buffer_size, 1)
-        common = dict(target=target, layer=layer, weight=weight, stream=stream, buffer_size=buffer_size, seed=seed,
-                      replay=replay)
+        common = dict(target=target, layer=layer, stream=stream, buffer_size=buffer_size, seed=seed,
+                      replay=replay, guards=guards)
+        if weight is not None:
+            common["weight"] = weight
         own = []
         if method in ("dann", "cdan"):
             extra = {"entropy": entropy} if method == "cdan" else {}
-            own.append(METHODS[method](lambda_max=lambda_max, head_lr=head_lr, **common, **extra))
+            if lambda_max is not None:
+                extra["lambda_max"] = lambda_max
+            own.append(METHODS[method](head_lr=head_lr, **common, **extra))
         elif method != "none":
             own.append(METHODS[method](**common))
         self.adaptation = own[0] if own else None
-        super().__init__(plugins=[*own, *(plugins or [])], criterion=criterion or MaskedCrossEntropy(),
+        tail = [ImportanceCheck()] if stream else []  # last: runs after the regularizers computed importances
+        super().__init__(plugins=[*own, *(plugins or []), *tail], criterion=criterion or MaskedCrossEntropy(),
                          seed=seed, **kwargs)

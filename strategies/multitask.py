@@ -227,7 +227,7 @@ class MultiTask(Naive):
         self.task_losses = self._mtl_criterion(self.mb_output, targets)
         if not self.is_training:
             self._accumulate(self.mb_output, targets)
-        return sum(self.task_losses.values())
+        return self.record_criterion(sum(self.task_losses.values()))
 
     # ---- per-task metrics ---------------------------------------------------------
     def _accumulate(self, outputs, targets):

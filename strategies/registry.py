@@ -18,15 +18,20 @@ register_strategy("cumulative", Cumulative, help="retrain on all experiences see
 register_strategy("joint", JointTraining, help="train once on the whole stream (offline upper bound)")
 
 
+#: Modules of ``strategies`` that define no strategy (the command line and what runs it).
+_NOT_STRATEGIES = ("cli", "registry", "__main__", "compare", "runs", "results", "distributed", "catalog",
+                   "catalog_index")
+
+
 def load_all() -> None:
     """Import every module of ``strategies`` (and the plugins) so that all names register."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import strategies
     from kta_plugins.registry import load_all as load_plugins
 
     load_plugins()
-    for mod in pkgutil.iter_modules(strategies.__path__):
-        if mod.name not in ("cli", "registry", "__main__"):
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if mod.name not in _NOT_STRATEGIES:
             importlib.import_module(f"strategies.{mod.name}")

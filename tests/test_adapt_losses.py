@@ -127,7 +127,7 @@ def test_cdan_entropy_weights():
 
 def test_domain_loss_trains_head_to_discriminate_and_reverses_features():
     torch.manual_seed(0)
-    head = domain_head(2, 8)
+    head = domain_head(2, 8, dropout=0.0)
     hs = torch.randn(16, 2, requires_grad=True)
     ht = torch.randn(16, 2) + 2
     loss = domain_adversarial_loss(head, hs, ht, 0.5)

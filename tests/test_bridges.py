@@ -158,7 +158,7 @@ def test_pseudo_labels_are_the_confident_argmax():
 def test_self_training_replaces_unlabeled_samples_by_confident_pseudo_labels():
     from avalanche.core import SupervisedPlugin
 
-    from scenarios.streams import _av, _scenario
+    from scenarios.streams import avalanche_dataset as _av, make_scenario as _scenario
     from strategies import Naive
 
     x = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.0, 4.0], [3.0, 0.0]])
@@ -222,7 +222,7 @@ def test_kta_run_on_bridge_digits_reports_every_domain():
 
 def test_self_training_keeps_an_experience_unlabeled_when_nothing_is_confident():
     from kta_plugins.adapt.target import MaskedCrossEntropy
-    from scenarios.streams import _av, _scenario
+    from scenarios.streams import avalanche_dataset as _av, make_scenario as _scenario
     from strategies import Naive
 
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

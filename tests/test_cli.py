@@ -86,9 +86,105 @@ def test_registry_parsing_from_signature():
         reg.register("t", lambda: None)
 
 
-def test_kta_run_writes_tensorboard_logs_under_runs(tmp_path):
+def test_kta_run_writes_tensorboard_logs_under_runs_one_folder_per_resolved_run(tmp_path, capsys):
     assert main(["run", "--scenario", "split-digits", "--epochs", "1"]) == 0  # cwd is tmp_path (conftest)
-    logs = list((tmp_path / "runs" / "split-digits__naive__seed0").glob("events.out.tfevents.*"))
-    assert logs and logs[0].stat().st_size > 0
+    assert main(["run", "--scenario", "split-digits", "--epochs", "1", "--plugin", "replay:mem_size=50"]) == 0
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("split-digits__naive__seed0__") for f in folders)
+    for f in folders:
+        logs = list(f.glob("events.out.tfevents.*"))
+        assert len(logs) == 1 and logs[0].stat().st_size > 0
     assert main(["run", "--scenario", "split-digits", "--epochs", "1", "--seed", "1", "--log-dir", "none"]) == 0
-    assert not (tmp_path / "runs" / "split-digits__naive__seed1").exists()
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_python_quick_start_equals_the_command_line(tmp_path):
+    """docs/runs.md's quick start: seed_everything first, then the same objects as `kta run` builds."""
+    import torch
+
+    from kta_plugins.nn import MLP
+    from kta_plugins.registry import replay
+    from scenarios import class_incremental
+    from strategies import Naive, seed_everything, train_and_evaluate
+
+    seed_everything(0)
+    bm = class_incremental("digits", n_experiences=5, seed=0)
+    model = MLP(bm.input_shape, bm.n_classes)
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     train_mb_size=16, plugins=[replay(mem_size=200)], seed=0)
+    A = train_and_evaluate(strategy, bm)
+    cli = run("split-digits", "naive", ["replay:mem_size=200"], epochs=1, seed=0, progress=False)
+    assert A.tolist() == cli["accuracy_matrix"]
+
+
+def test_optimizers_and_schedules(tmp_path):
+    base = run("split-digits:n_experiences=2", "naive", epochs=2, seed=0, progress=False)
+    adam = run("split-digits:n_experiences=2", "naive", epochs=2, seed=0, progress=False, optimizer="adam", lr=0.01)
+    cos = run("split-digits:n_experiences=2", "naive", epochs=2, seed=0, progress=False, lr_schedule="cosine")
+    wd = run("split-digits:n_experiences=2", "naive", epochs=2, seed=0, progress=False, optimizer="adamw",
+             lr=0.01, weight_decay=0.1)
+    hashes = {r["run_hash"] for r in (base, adam, cos, wd)}
+    assert len(hashes) == 4 and adam["resolved"]["optimizer"]["name"] == "adam"
+    assert cos["resolved"]["lr_schedule"] == {"name": "cosine", "args": {}}
+    for r in (adam, cos, wd):
+        assert r["accuracy_matrix"] != base["accuracy_matrix"] and r["average_accuracy"] > 0.3
+
+
+def test_cosine_schedule_sets_the_learning_rate_of_each_epoch():
+    from strategies.runs import build_run
+
+    bm, strat = build_run("split-digits:n_experiences=2", "naive", seed=0, epochs=4, lr=0.1, lr_schedule="cosine",
+                          progress=False)
+    seen = []
+    from avalanche.core import SupervisedPlugin
+
+    class Rec(SupervisedPlugin):
+        def before_training_epoch(self, s, **k):
+            seen.append(round(s.optimizer.param_groups[0]["lr"], 6))
+
+    strat.plugins.append(Rec())
+    strat.train(bm.train_stream[0])
+    strat.train(bm.train_stream[1])
+    import math
+
+    expected = [round(0.1 * 0.5 * (1 + math.cos(math.pi * e / 4)), 6) for e in range(4)]
+    assert seen == expected + expected  # restarts at each experience
+
+
+def test_run_config_file_and_flags_override(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("scenario: split-digits:n_experiences=2\nstrategy: naive\nplugins: ['replay:mem_size=20']\n"
+                   "seed: 3\nepochs: 1\noptimizer: adam\nlr: 0.01\n")
+    out = tmp_path / "r.json"
+    assert main(["run", "--config", str(cfg), "--json", str(out), "--log-dir", "none"]) == 0
+    r = json.loads(out.read_text())
+    assert r["settings"]["optimizer"] == "adam" and r["settings"]["seed"] == 3 and r["plugins"] == ["replay:mem_size=20"]
+    assert main(["run", "--config", str(cfg), "--seed", "4", "--json", str(out), "--log-dir", "none"]) == 0
+    assert json.loads(out.read_text())["settings"]["seed"] == 4
+    cfg.write_text("scenario: split-digits\nepochs: 0\n")
+    capsys.readouterr()
+    assert main(["run", "--config", str(cfg), "--log-dir", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"kta: error: {cfg}:2: epochs: must be >= 1, got 0"
+
+
+def test_kta_list_details_and_limits(capsys):
+    assert main(["list", "--details", "replay"]) == 0
+    out = capsys.readouterr().out
+    assert "plugin replay:" in out and "mem_size" in out and "int" in out and "default 200" in out
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.strip().startswith("feature-matching"))
+    assert "not from the command line" in line
+    assert main(["list", "--details", "nothing-called-this"]) == 2
+    assert "--details" in capsys.readouterr().err
+
+
+def test_help_and_list_do_not_import_torch():
+    code = ("import sys, contextlib, io\nfrom strategies.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['list'])\n"
+            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+            "    main(['run', '--scenario', 'nope'])\n"
+            "print(sorted(m for m in ('torch', 'avalanche', 'yaml', 'numpy') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -191,7 +191,7 @@ def test_m9_weights_apply_to_the_regularizer_term():
                 return lambda strategy, **kw: None
             raise AttributeError(name)
 
-        def before_backward(self, strategy, **kwargs):
+        def after_backward(self, strategy, **kwargs):  # the loss backward used (weighting is applied last)
             crit = float(strategy._criterion(strategy.mb_output, strategy.mb_y))
             self.losses.append((float(strategy.loss), crit))
 

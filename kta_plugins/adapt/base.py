@@ -30,7 +30,8 @@ from typing import Optional
 
 import torch
 
-from ..base import KTAPlugin, add_to_optimizer, check_int, check_positive, check_type, experience_steps
+from ..base import KTAPlugin, check_int, check_positive, check_type, experience_steps
+from ..compose import add_loss_term, ensure_optimizer, extra_forward
 from ..nn.tap import FeatureTap, resolve_module
 from .target import TargetSampler, as_inputs, find_target
 
@@ -38,15 +39,10 @@ __all__ = ["AlignmentPlugin", "forward_model"]
 
 
 def forward_model(strategy, x: torch.Tensor) -> torch.Tensor:
-    """Run ``strategy.model`` on ``x`` (task label of the current minibatch, for multi-task models)."""
-    from avalanche.models.utils import avalanche_forward
-
-    try:
-        t = strategy.mb_task_id
-    except (AssertionError, AttributeError, TypeError, IndexError):  # no minibatch yet (a probe)
-        t = None
-    label = int(t[0]) if isinstance(t, torch.Tensor) and t.numel() else 0
-    return avalanche_forward(strategy.model, x, torch.full((len(x),), label, dtype=torch.long, device=x.device))
+    """Run ``strategy.model`` on ``x`` (task label of the current minibatch, for multi-task models)
+    as a scoped extra forward (:func:`kta_plugins.compose.extra_forward`): other plugins' feature
+    taps keep the current minibatch's features."""
+    return extra_forward(strategy, x)[0]
 
 
 class AlignmentPlugin(KTAPlugin):
@@ -115,9 +111,13 @@ class AlignmentPlugin(KTAPlugin):
         """Modules of the plugin's own that must be optimized (added to the strategy's optimizer)."""
         return []
 
-    def _ensure_optimized(self, strategy, lr=None):
-        for m in self.trainable_modules():
-            add_to_optimizer(strategy.optimizer, m.to(strategy.device), lr)
+    def optimizer_groups(self, strategy):
+        """The plugin's own modules (a domain classifier...), one group at ``head_lr`` when the
+        subclass has one (default: the optimizer's rate)."""
+        params = [p for m in self.trainable_modules() for p in m.parameters()]
+        if not params:
+            return []
+        return [{"params": params, "lr": getattr(self, "head_lr", None), "name": f"{self.technique.lower()}.head"}]
 
     # ------------------------------------------------------------------ hooks
     def _err(self, msg):
@@ -152,7 +152,9 @@ class AlignmentPlugin(KTAPlugin):
         x_src = torch.as_tensor(first).unsqueeze(0).float()
         hs, out, ht = self._probe(strategy, x_src, other[:1])
         self.setup(strategy, hs, out)
-        self._ensure_optimized(strategy, getattr(self, "head_lr", None))
+        for m in self.trainable_modules():
+            m.to(strategy.device)
+        ensure_optimizer(self, strategy)  # a composing strategy assembles after this hook
         self.total_steps = experience_steps(strategy, getattr(self, "schedule_steps", None))
         self._tap = FeatureTap(strategy.model, [self.layer])
 
@@ -161,7 +163,7 @@ class AlignmentPlugin(KTAPlugin):
         model = strategy.model
         was_training = model.training
         names = ("current experience", "buffer of past domains" if self.stream else "target")
-        tap = FeatureTap(model, [self.layer], detach=True)
+        tap = FeatureTap(model, [self.layer], detach=True, scoped=True)
         feats, outs = [], []
         try:
             model.eval()
@@ -201,13 +203,14 @@ class AlignmentPlugin(KTAPlugin):
         n = self.target_mb_size or len(strategy.mb_x)
         idx = self._sampler.draw_indices(n)
         x_other = self._sampler.x[idx].to(strategy.device)
-        out_other = forward_model(strategy, x_other)
+        out_other, feats = extra_forward(strategy, x_other, layers=(self.layer,))
         if self.stream and self.replay and self.buffer_y is not None:
             y = self.buffer_y[idx].to(strategy.device)
             keep = y >= 0
             if bool(keep.any()):
-                strategy.loss = strategy.loss + torch.nn.functional.cross_entropy(out_other[keep], y[keep])
-        other = self._tap[self.layer].flatten(1)
+                add_loss_term(strategy, "replay", torch.nn.functional.cross_entropy(out_other[keep], y[keep]),
+                              owner=self)
+        other = feats[self.layer].flatten(1)
         if self.stream:
             hs, ht, out_s, out_t = other, cur, out_other, out_cur
         else:
@@ -217,7 +220,7 @@ class AlignmentPlugin(KTAPlugin):
                             f"{tuple(hs.shape[1:])} vs {tuple(ht.shape[1:])}")
         loss = self.alignment_loss(hs, ht, out_s, out_t)
         self.last_alignment = float(loss.detach())
-        strategy.loss = strategy.loss + self.weight * loss
+        add_loss_term(strategy, self.technique.lower(), loss, weight=self.weight, owner=self)
         self._current = None
 
     def after_update(self, strategy, **kwargs):

@@ -43,20 +43,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import (KTAPlugin, add_to_optimizer, check_int, check_positive, check_range, check_type,
+from ..compose import add_loss_term, ensure_optimizer
+from ..base import (KTAPlugin, check_int, check_positive, check_range, check_type,
                     experience_steps, register_plugin)
 from ..nn.grl import ganin_lambda, grad_reverse
 from ..nn.tap import FeatureTap, resolve_module
 from .base import forward_model
-from .dann import domain_head
+from .dann import domain_head, seed_dropout
+from .guards import GuardedPlugin
 
 __all__ = ["FairAdversary", "adversary_head", "adversary_loss", "attribute_probe"]
 
 
-def adversary_head(width: int, n_attributes: int, hidden: int = 100, seed: int = 0) -> nn.Module:
+def adversary_head(width: int, n_attributes: int, hidden: int = 100, seed: int = 0, layers: int = 1,
+                   dropout: float = 0.0, batch_norm: bool = False) -> nn.Module:
     """``Linear(width, hidden) -> ReLU -> Linear(hidden, n_attributes)`` (``hidden=0``: one linear layer),
-    initialised from ``seed``: DANN's :func:`~kta_plugins.adapt.dann.domain_head` with one output per value."""
-    return domain_head(width, hidden, n_out=n_attributes, seed=seed)
+    initialised from ``seed``: DANN's :func:`~kta_plugins.adapt.dann.domain_head` with one output per value
+    (``layers`` hidden blocks, each with optional BatchNorm and dropout)."""
+    return domain_head(width, hidden, n_out=n_attributes, seed=seed, layers=layers, dropout=dropout,
+                       batch_norm=batch_norm)
 
 
 def adversary_loss(head: nn.Module, h: torch.Tensor, a: torch.Tensor, lambda_: float,
@@ -102,7 +107,7 @@ def _as_values(a, n: int, what: str) -> torch.Tensor:
 
 
 @register_plugin("fair-adversary")
-class FairAdversary(KTAPlugin):
+class FairAdversary(GuardedPlugin, KTAPlugin):
     """Adversarial removal of an attribute from the features of ``layer`` (Edwards & Storkey 2016;
     Zhang et al. 2018), by gradient reversal (Ganin & Lempitsky 2015).
 
@@ -141,6 +146,10 @@ class FairAdversary(KTAPlugin):
         conditional: the adversary also sees the one-hot label (Zhang et al.'s equality of odds;
             default False: Edwards & Storkey's, demographic parity).
         head_hidden: hidden width of the adversary (default 100; 0: linear).
+        head_layers: hidden layers of the adversary (default 1; 0: linear).
+        head_dropout: dropout after each hidden layer (default 0.0; masks drawn from a generator seeded
+            by ``seed``, saved with the plugin's state).
+        head_bn: BatchNorm after each hidden linear layer (default False).
         head_lr: learning rate of the adversary (default: the optimizer's).
         adversary_steps: extra plain-SGD steps of the adversary alone after every update, on that
             minibatch's (detached) features and attributes (default 0). With one joint step the encoder
@@ -149,6 +158,9 @@ class FairAdversary(KTAPlugin):
             schemes of Edwards & Storkey / Madras et al. (2018) do.
         adversary_lr: learning rate of those extra steps (default: ``head_lr``, else the optimizer's).
         seed: seed of the adversary's initialisation (default 0).
+        guards: collapse guards (:mod:`kta_plugins.adapt.guards`: the adversary reads the attribute at
+            >= 99% for long, collapsed features, source accuracy at chance): ``"warn"`` (default),
+            ``"error"`` or ``"off"``.
 
     Example:
         >>> from kta_plugins.adapt.fair import FairAdversary, attribute_probe
@@ -161,14 +173,20 @@ class FairAdversary(KTAPlugin):
     """
 
     technique = "FairAdversary"
-    state_attrs = ("head", "step", "n_attributes")
+    state_attrs = ("head", "step", "n_attributes", "dropout_rng", "guard_events")
+    guard_advice = {
+        "discriminator": "the attribute stays fully readable: raise weight or lambda_max, or set adversary_steps",
+        "feature-variance": "lower weight (or lambda_max)",
+        "source-accuracy": "lower weight (or lambda_max)",
+    }
     check_args = {"attribute": _check_attribute_fn}
 
     def __init__(self, attribute: Optional[Callable] = None, layer: str = "features", weight: float = 1.0,
                  lambda_max: float = 1.0, schedule: bool = True, gamma: float = 10.0,
                  schedule_steps: Optional[int] = None, n_attributes: Optional[int] = None,
                  conditional: bool = False, head_hidden: int = 100, head_lr: Optional[float] = None,
-                 adversary_steps: int = 0, adversary_lr: Optional[float] = None, seed: int = 0):
+                 adversary_steps: int = 0, adversary_lr: Optional[float] = None, seed: int = 0,
+                 head_layers: int = 1, head_dropout: float = 0.0, head_bn: bool = False, guards: str = "warn"):
         super().__init__()
         if attribute is not None and not callable(attribute):
             raise TypeError(f"attribute must be None (read from the data) or a function of the inputs, "
@@ -183,10 +201,15 @@ class FairAdversary(KTAPlugin):
         self.n_attributes = None if n_attributes is None else check_int("n_attributes", n_attributes, 2)
         self.conditional = check_type("conditional", conditional, bool)
         self.head_hidden = check_int("head_hidden", head_hidden, 0)
+        self.head_layers = check_int("head_layers", head_layers, 0)
+        self.head_dropout = check_range("head_dropout", head_dropout, 0.0, 1.0, high_inclusive=False)
+        self.head_bn = check_type("head_bn", head_bn, bool)
+        self._init_guards(guards)
         self.head_lr = None if head_lr is None else check_positive("head_lr", head_lr)
         self.adversary_steps = check_int("adversary_steps", adversary_steps, 0)
         self.adversary_lr = None if adversary_lr is None else check_positive("adversary_lr", adversary_lr)
         self.seed = check_int("seed", seed)
+        self._dropout_gen = torch.Generator().manual_seed(self.seed + 2)
         self.head: Optional[nn.Module] = None
         self.step = 0
         self.total_steps = 1
@@ -247,7 +270,7 @@ class FairAdversary(KTAPlugin):
         """Flattened feature width and output width from one training sample (eval mode, no gradient)."""
         model = strategy.model
         was_training = model.training
-        tap = FeatureTap(model, [self.layer], detach=True)
+        tap = FeatureTap(model, [self.layer], detach=True, scoped=True)
         x = torch.as_tensor(strategy.adapted_dataset[0][0]).unsqueeze(0).float().to(strategy.device)
         try:
             model.eval()
@@ -261,11 +284,24 @@ class FairAdversary(KTAPlugin):
             model.train(was_training)
         return h.flatten(1).shape[1], out.shape[-1]
 
+    @property
+    def dropout_rng(self) -> torch.Tensor:
+        return self._dropout_gen.get_state()
+
+    @dropout_rng.setter
+    def dropout_rng(self, state: torch.Tensor):
+        self._dropout_gen.set_state(state)
+
+    def _make_head(self, width, n_out, hidden, seed=0):
+        return adversary_head(width, n_out, hidden, seed=seed, layers=self.head_layers, dropout=self.head_dropout,
+                              batch_norm=self.head_bn)
+
     def build_state_module(self, name, state):
         if name == "head":
-            ws = [state[k] for k in sorted(state) if k.endswith("weight")]
+            ws = [state[k] for k in sorted(state, key=lambda k: int(k.split(".")[0]))
+                  if k.endswith("weight") and state[k].ndim == 2]
             hidden = 0 if len(ws) == 1 else ws[0].shape[0]
-            return adversary_head(ws[0].shape[1], ws[-1].shape[0], hidden)
+            return self._make_head(ws[0].shape[1], ws[-1].shape[0], hidden)
         return super().build_state_module(name, state)
 
     # ------------------------------------------------------------------ hooks
@@ -283,19 +319,26 @@ class FairAdversary(KTAPlugin):
         width, self.n_classes = self._probe(strategy)
         in_width = width + (self.n_classes if self.conditional else 0)
         if self.head is None:
-            self.head = adversary_head(in_width, self.n_attributes, self.head_hidden, seed=self.seed + 1)
+            self.head = self._make_head(in_width, self.n_attributes, self.head_hidden, seed=self.seed + 1)
         elif self.head[0].in_features != in_width or self.head[-1].out_features != self.n_attributes:
             raise self._err(f"the adversary reads {self.head[0].in_features} inputs and predicts "
                             f"{self.head[-1].out_features} values, but layer {self.layer!r} now gives {width} "
                             f"features{' + ' + str(self.n_classes) + ' label inputs' if self.conditional else ''} "
                             f"and n_attributes={self.n_attributes}")
+        seed_dropout(self.head, self._dropout_gen)
         self.head.to(strategy.device).train()
-        # Same as DANN: Avalanche's make_optimizer has run by now (it rebuilds / updates the optimizer
-        # from strategy.model only), so the adversary joins as its own group here, once per experience.
-        add_to_optimizer(strategy.optimizer, self.head, self.head_lr)
+        ensure_optimizer(self, strategy)  # the adversary is declared in optimizer_groups
         self.step = 0
         self.total_steps = experience_steps(strategy, self.schedule_steps)
         self._tap = FeatureTap(strategy.model, [self.layer])
+        self._guard_strategy = strategy
+        self._guard.reset(self.total_steps, None)
+
+    def optimizer_groups(self, strategy):
+        """The adversary head is the plugin's own group (``head_lr``, default the optimizer's)."""
+        if self.head is None:
+            return []
+        return [{"params": list(self.head.parameters()), "lr": self.head_lr, "name": "fair-adversary.head"}]
 
     def after_forward(self, strategy, **kwargs):
         if self._tap is not None:
@@ -313,7 +356,8 @@ class FairAdversary(KTAPlugin):
         loss, logits = adversary_loss(self.head, self._h, a, self.last_lambda, cond)
         self.last_loss = float(loss.detach())
         self.last_accuracy = float((logits.argmax(1) == a).float().mean())
-        strategy.loss = strategy.loss + self.weight * loss
+        self._guard_features, self._guard_disc_acc = self._h.detach().flatten(1), self.last_accuracy
+        add_loss_term(strategy, "fair-adversary", loss, weight=self.weight, owner=self)
         if self.adversary_steps:
             self._extra = (self._h.detach().flatten(1), cond, a)
         self._h = None
@@ -321,6 +365,9 @@ class FairAdversary(KTAPlugin):
     def after_update(self, strategy, **kwargs):
         if self._tap is not None:
             self.step += 1
+        if self._guard_features is not None:
+            self._guard.observe(strategy, self.step, self._guard_features, self._guard_disc_acc)
+            self._guard_features = self._guard_disc_acc = None
         if self._extra is not None:
             self._adversary_steps(strategy)
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ..base import KTAPlugin, check_choice, check_int, check_positive, check_type, frozen_copy, register_plugin
 from ..nn.tap import FeatureTap, resolve_module
-from .base import forward_model
+from ..compose import add_loss_term, extra_forward
 from .target import as_inputs
 
 __all__ = ["FeatureMatching"]
@@ -109,7 +109,6 @@ class FeatureMatching(KTAPlugin):
             if self._pending_anchor is not None:
                 self.anchor.load_state_dict(self._pending_anchor)
                 self._pending_anchor = None
-        self._tap = FeatureTap(strategy.model, [self.layer])
         ref = self.anchor if self.anchor is not None else strategy.model
         self._anchor_tap = FeatureTap(self.anchor, [self.layer], detach=True) if self.anchor is not None else None
         # Probe: one pair, in eval mode without gradients.
@@ -117,8 +116,8 @@ class FeatureMatching(KTAPlugin):
         strategy.model.eval()
         try:
             with torch.no_grad():
-                hs = self._features(strategy, ref, self._anchor_tap or self._tap, self.pairs[0][:1])
-                ht = self._features(strategy, strategy.model, self._tap, self.pairs[1][:1])
+                hs = self._features(strategy, ref, self._anchor_tap, self.pairs[0][:1])
+                ht = self._features(strategy, strategy.model, None, self.pairs[1][:1])
         finally:
             strategy.model.train(was)
         if hs.shape[1:] != ht.shape[1:]:
@@ -127,10 +126,9 @@ class FeatureMatching(KTAPlugin):
 
     def _features(self, strategy, model, tap, x):
         x = x.to(strategy.device)
-        if model is strategy.model:
-            forward_model(strategy, x)
-        else:
-            model(x)
+        if model is strategy.model:  # the paired inputs are extra forwards: other plugins' taps keep the minibatch's
+            return extra_forward(strategy, x, layers=(self.layer,))[1][self.layer].flatten(1)
+        model(x)
         return tap[self.layer].flatten(1)
 
     def before_backward(self, strategy, **kwargs):
@@ -140,11 +138,11 @@ class FeatureMatching(KTAPlugin):
             with torch.no_grad():
                 hs = self._features(strategy, self.anchor, self._anchor_tap, self.pairs[0][idx])
         else:
-            hs = self._features(strategy, strategy.model, self._tap, self.pairs[0][idx])
-        ht = self._features(strategy, strategy.model, self._tap, self.pairs[1][idx])
+            hs = self._features(strategy, strategy.model, None, self.pairs[0][idx])
+        ht = self._features(strategy, strategy.model, None, self.pairs[1][idx])
         loss = F.mse_loss(ht, hs)
         self.last_matching = float(loss.detach())
-        strategy.loss = strategy.loss + self.weight * loss
+        add_loss_term(strategy, "feature-matching", loss, weight=self.weight, owner=self)
 
     def after_training_exp(self, strategy, **kwargs):
         for t in (self._tap, self._anchor_tap):

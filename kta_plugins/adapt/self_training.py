@@ -92,7 +92,7 @@ class SelfTraining(KTAPlugin):
     def after_train_dataset_adaptation(self, strategy, **kwargs):
         from scenarios.datasets import TensorClassificationDataset
         from scenarios.loaders import dataset_fields
-        from scenarios.streams import _av
+        from scenarios.streams import avalanche_dataset as _av
 
         ds = strategy.adapted_dataset
         if len(ds) == 0:

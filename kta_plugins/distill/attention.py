@@ -102,6 +102,8 @@ class AttentionTransfer(DistillationPlugin):
         self.beta = check_positive("beta", beta, strict=False)
         self.loss_fn = AttentionTransferLoss(p=p, resize=resize)
 
+    loss_term = "attention"
+
     def distillation_loss(self, strategy):
         s, t = self.features(strategy)
         return self.beta / 2 * self.loss_fn(s, t, names=(self.student_layer, self.teacher_layer))

@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 from ..base import KTAPlugin, check_type, frozen_copy
+from ..compose import add_loss_term, extra_forward
 from ..nn import FeatureTap, resolve_module
+from .cache import teacher_outputs
 
 __all__ = ["DistillationPlugin", "load_teacher_checkpoint"]
 
@@ -96,16 +98,25 @@ class DistillationPlugin(KTAPlugin):
         teacher: an ``nn.Module``, a checkpoint path, or ``"previous"`` (default).
         student_layer: module name of the student whose output is distilled
             (feature losses only).
-        teacher_layer: module name in the teacher (default: ``student_layer``).
+        teacher_layer: module name in the teacher. Required when the teacher is a module whose
+            module names or types differ from the student's along ``student_layer`` (checked before
+            the first step); otherwise it defaults to ``student_layer``.
+        cache_teacher: compute the teacher's outputs (and tapped feature) once per experience and
+            look them up per sample (default False); only when the data is batched as tensors (no
+            transform, no augmentation), else the teacher runs on every minibatch.
     """
 
     state_attrs: Sequence[str] = ("teacher", "teacher_classes")
     feature_layers = False
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: Optional[str] = None,
-                 teacher_layer: Optional[str] = None):
+                 teacher_layer: Optional[str] = None, cache_teacher: bool = False):
         super().__init__()
         check_type("teacher", teacher, (str, nn.Module))
+        #: run the (fixed) teacher once per experience and look its outputs up per sample
+        #: (:mod:`kta_plugins.distill.cache`; settable on any distiller: ``kd.cache_teacher = True``)
+        self.cache_teacher = check_type("cache_teacher", cache_teacher, bool)
+        self._teacher_cache = None
         self.teacher: Optional[nn.Module] = None
         self.teacher_path: Optional[str] = None
         if isinstance(teacher, nn.Module):
@@ -130,6 +141,7 @@ class DistillationPlugin(KTAPlugin):
                 resolve_module(self.teacher, teacher_layer or student_layer, argument="teacher_layer")
         self.student_layer = student_layer
         self.teacher_layer = teacher_layer or student_layer
+        self._teacher_layer_given = teacher_layer is not None
         #: classes the teacher has seen, per task label (only for teacher="previous")
         self.teacher_classes: Optional[Dict[int, List[int]]] = None
         self._student_tap: Optional[FeatureTap] = None
@@ -144,7 +156,7 @@ class DistillationPlugin(KTAPlugin):
 
     def __getstate__(self):  # taps hold hook handles; they are re-attached on the next experience
         state = self.__dict__.copy()
-        state.update(_student_tap=None, _teacher_tap=None, _tapped_teacher=None)
+        state.update(_student_tap=None, _teacher_tap=None, _tapped_teacher=None, _teacher_cache=None)
         return state
 
     # ------------------------------------------------------------ teacher
@@ -189,8 +201,12 @@ class DistillationPlugin(KTAPlugin):
                 f"teacher is {type(self.teacher).__name__}, student is {type(student).__name__}"
             )
         if not s_multi:
-            with torch.no_grad():
-                t_out = self.teacher(x)
+            hit = teacher_outputs(self, strategy, x)  # None unless cache_teacher
+            if hit is not None:
+                t_out = hit[0]
+            else:
+                with torch.no_grad():
+                    t_out = self.teacher(x)
             return [self._restrict(strategy.mb_output, t_out, self._classes_of(None))]
         with torch.no_grad():
             t_all = self.teacher(x, None)  # every head the teacher knows
@@ -198,7 +214,8 @@ class DistillationPlugin(KTAPlugin):
         for tid, t_out in sorted(t_all.items()):
             if self.teacher_classes is not None and tid not in self.teacher_classes:
                 continue
-            s_out = student.forward_single_task(x, tid)
+            # another head of the student on the same inputs: a scoped extra forward (taps untouched)
+            s_out, _ = extra_forward(strategy, x, torch.full((len(x),), int(tid), dtype=torch.long, device=x.device))
             pairs.append(self._restrict(s_out, t_out, self._classes_of(tid)))
         return pairs
 
@@ -233,6 +250,9 @@ class DistillationPlugin(KTAPlugin):
         """``(student_feature, teacher_feature)`` for the current minibatch, shapes checked by the subclass."""
         if self._student_tap is None:
             raise RuntimeError(f"{type(self).__name__}: no student tap; features are read during training only")
+        hit = teacher_outputs(self, strategy, strategy.mb_x)  # None unless cache_teacher
+        if hit is not None:
+            return self._student_tap[self.student_layer], hit[1]
         if self._tapped_teacher is not self.teacher:
             if self._teacher_tap is not None:
                 self._teacher_tap.remove()
@@ -253,23 +273,64 @@ class DistillationPlugin(KTAPlugin):
 
     # ------------------------------------------------------------ hooks
     def before_training(self, strategy, **kwargs):
+        if isinstance(self.teacher, _PendingState):
+            # a restored "previous" teacher is rebuilt from the student's architecture at
+            # before_training_exp: by then plugins that rewrite layers (LoRA, adapters) have run
+            return
         self._materialize_teacher(strategy)
         if self.feature_layers and self.teacher is not None:
             resolve_module(self.teacher, self.teacher_layer, argument="teacher_layer")
         if self.feature_layers:
             resolve_module(strategy.model, self.student_layer, argument="student_layer")
+            self._check_teacher_layer(strategy.model)
+
+    def _check_teacher_layer(self, student: nn.Module) -> None:
+        """Without ``teacher_layer``, a teacher module must have the student's module names and types
+        along ``student_layer`` (its ancestors, itself, its submodules): the name could otherwise mean
+        another layer of it. Other parts may differ (a head replaced by a continual-learning plugin)."""
+        if getattr(self, "_teacher_layer_given", True) or self.teacher_source != "module":
+            return  # "previous" and checkpoint teachers are copies of the student's architecture
+
+        layer = self.student_layer
+
+        def on_path(name):
+            return name == "" or name == layer or layer.startswith(name + ".") or name.startswith(layer + ".")
+
+        def layout(model):  # KTA's LoRA / adapter wrappers count as the layer they wrap
+            out, wrapped = [], []
+            for name, m in model.named_modules():
+                if not on_path(name) or any(name.startswith(w + ".") for w in wrapped):
+                    continue
+                base = getattr(m, "base", None)
+                if type(m).__module__ == "kta_plugins.nn.lora" and isinstance(base, nn.Module):
+                    wrapped.append(name)
+                    m = base
+                out.append((name, type(m).__name__))
+            return out
+
+        if layout(self.teacher) != layout(student):
+            raise ValueError(
+                f"{type(self).__name__}: teacher_layer is required: the teacher "
+                f"({type(self.teacher).__name__}) does not have the student's architecture "
+                f"({type(student).__name__}) along {layer!r}, so student_layer={layer!r} may name another layer "
+                f"in it; pass teacher_layer=<the teacher's module to distil from>"
+            )
 
     def before_training_exp(self, strategy, **kwargs):
         self._materialize_teacher(strategy)
         self._attach_student_tap(strategy)
+        self._teacher_cache = None  # new data, maybe a new teacher ("previous"): rebuilt on first use
+
+    #: name of the plugin's term in the strategy's loss ledger (logged as ``train/loss/<term>``)
+    loss_term = "distill"
 
     def before_backward(self, strategy, **kwargs):
         if self.teacher is None:
             return  # teacher="previous" during the first experience
-        strategy.loss = strategy.loss + self.distillation_loss(strategy)
+        add_loss_term(strategy, self.loss_term, self.distillation_loss(strategy), owner=self)
 
     def distillation_loss(self, strategy) -> torch.Tensor:
-        """The term added to ``strategy.loss`` (subclasses)."""
+        """The term added to the strategy's loss ledger (subclasses)."""
         raise NotImplementedError
 
     def after_training_exp(self, strategy, **kwargs):

@@ -1,7 +1,7 @@
 """Decoupled knowledge distillation (Zhao et al. 2022)."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,9 @@ class DKD(DistillationPlugin):
         temperature: ``T`` (default 4.0).
         warmup_epochs: ramp the DKD weight linearly over this many training
             epochs, ``min(epoch / warmup_epochs, 1)`` with epochs counted from 1
-            (the authors' schedule, 20 on CIFAR-100; default 0: no ramp).
+            (the authors' schedule, 20 on CIFAR-100; default 0: no ramp). Only
+            epochs that distil count: with ``teacher="previous"`` the first
+            experience has no teacher.
 
     Example:
         >>> from kta_plugins.distill import DKD
@@ -114,8 +116,11 @@ class DKD(DistillationPlugin):
 
     state_attrs = ("teacher", "teacher_classes", "epochs_seen")
 
+    loss_term = "dkd"
+
     def after_training_epoch(self, strategy, **kwargs):
-        self.epochs_seen += 1
+        if self.teacher is not None:  # the ramp starts with distillation (teacher="previous": experience 2)
+            self.epochs_seen += 1
 
     def distillation_loss(self, strategy):
         total = 0.0

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import add_to_optimizer, check_positive, check_type, register_plugin
+from ..base import check_positive, check_type, register_plugin
+from ..compose import assemble_optimizer, ensure_optimizer
 from .base import PREVIOUS, DistillationPlugin
 
 __all__ = ["FitNetsLoss", "FitNets", "make_regressor"]
@@ -123,14 +124,19 @@ class FitNets(DistillationPlugin):
                 (nn.Conv1d if w.dim() == 3 else nn.Conv2d)(w.shape[1], w.shape[0], kernel_size=1)
         return super().build_state_module(name, state)
 
-    def _ensure_optimized(self, strategy):
+    loss_term = "fitnets"
+
+    def optimizer_groups(self, strategy):
+        """The regressor (once created) is the plugin's own group (``regressor_lr``)."""
         if self.regressor is None:
-            return
-        add_to_optimizer(strategy.optimizer, self.regressor.to(strategy.device), self.regressor_lr)
+            return []
+        return [{"params": list(self.regressor.parameters()), "lr": self.regressor_lr, "name": "fitnets.regressor"}]
 
     def before_training_exp(self, strategy, **kwargs):
         super().before_training_exp(strategy, **kwargs)
-        self._ensure_optimized(strategy)  # make_optimizer may have rebuilt the optimizer
+        if self.regressor is not None:  # restored from a checkpoint
+            self.regressor.to(strategy.device)
+            ensure_optimizer(self, strategy)
 
     def distillation_loss(self, strategy):
         s, t = self.features(strategy)
@@ -143,7 +149,8 @@ class FitNets(DistillationPlugin):
                         "pass regressor=True to learn a mapping"
                     )
                 if self.regressor is None:
-                    self.regressor = make_regressor(s.shape, t.shape, self.student_layer, self.teacher_layer)
-                    self._ensure_optimized(strategy)
+                    self.regressor = make_regressor(s.shape, t.shape, self.student_layer,
+                                                    self.teacher_layer).to(strategy.device)
+                    assemble_optimizer(strategy)  # created at the first step: it joins the optimizer now
             self._checked = True
         return self.beta * self.loss_fn(s, t)

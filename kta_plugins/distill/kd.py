@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import check_positive, check_range, register_plugin
+from ..compose import CRITERION, add_loss_term, scale_loss_term
 from .base import PREVIOUS, DistillationPlugin
 
 __all__ = ["KDLoss", "KD"]
@@ -58,7 +59,10 @@ class KD(DistillationPlugin):
 
     Replaces the strategy's criterion term ``CE`` by
     ``(1 - alpha) * CE + alpha * T^2 * KL(softmax(t / T) || softmax(s / T))``
-    (:class:`KDLoss`); other plugins' terms in ``strategy.loss`` are left as they are.
+    (:class:`KDLoss`) through the loss ledger: the criterion's weight is multiplied
+    by ``1 - alpha`` and the term ``kd`` is added with weight ``alpha``; other
+    plugins' terms are left as they are (two KD plugins give the criterion
+    ``(1 - alpha_1)(1 - alpha_2)``, never a negative weight).
     The KL runs over the classes the teacher knows (see
     :mod:`kta_plugins.distill.base`: growing heads, multi-head models, ``"previous"``).
 
@@ -81,10 +85,22 @@ class KD(DistillationPlugin):
         self.loss_fn = KDLoss(temperature=temperature, alpha=alpha)
         self.temperature, self.alpha = temperature, alpha
 
+    loss_term = "kd"
+
     def distillation_loss(self, strategy):
+        """``T^2 KL`` summed over the heads the teacher knows (``None`` when there are none)."""
         pairs = self.logit_pairs(strategy)
         if not pairs:
-            return 0.0
-        soft = sum(self.loss_fn.soft_loss(s, t) for s, t, _ in pairs)
-        # (1 - alpha) * CE + alpha * T^2 KL: the criterion is already in strategy.loss once.
-        return self.alpha * (soft - strategy.criterion())
+            return None
+        return sum(self.loss_fn.soft_loss(s, t) for s, t, _ in pairs)
+
+    def before_backward(self, strategy, **kwargs):
+        if self.teacher is None:
+            return  # teacher="previous" during the first experience
+        soft = self.distillation_loss(strategy)
+        if soft is None:
+            return
+        # (1 - alpha) * CE + alpha * T^2 KL through the ledger: the criterion term is re-weighted
+        # (several re-weighting plugins multiply their factors), never subtracted.
+        scale_loss_term(strategy, CRITERION, 1.0 - self.alpha, owner=self)
+        add_loss_term(strategy, self.loss_term, soft, weight=self.alpha, owner=self)

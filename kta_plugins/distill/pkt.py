@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..base import check_positive, register_plugin
@@ -84,6 +83,8 @@ class PKT(DistillationPlugin):
         super().__init__(teacher, student_layer, teacher_layer)
         self.beta = check_positive("beta", beta, strict=False)
         self.loss_fn = PKTLoss()
+
+    loss_term = "pkt"
 
     def distillation_loss(self, strategy):
         s, t = self.features(strategy)

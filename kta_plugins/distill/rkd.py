@@ -118,6 +118,8 @@ class RKD(DistillationPlugin):
         self.beta = check_positive("beta", beta, strict=False)
         self.loss_fn = RKDLoss(distance_weight=distance_weight, angle_weight=angle_weight)
 
+    loss_term = "rkd"
+
     def distillation_loss(self, strategy):
         s, t = self.features(strategy)
         return self.beta * self.loss_fn(s, t)

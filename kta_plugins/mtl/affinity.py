@@ -43,6 +43,8 @@ from typing import Optional, Sequence
 import torch
 
 from ..base import KTAPlugin, check_int, check_positive, check_type, register_plugin
+from ..compose import finalize_loss
+from ..nn.tap import suspended
 from .terms import SharedGradients, loss_terms, task_gradients
 
 __all__ = ["TaskAffinity", "lookahead_affinity", "suggest_groups", "group_score"]
@@ -99,7 +101,8 @@ def lookahead_affinity(strategy, params: Sequence[torch.Tensor], lr: float) -> t
         # copies of the buffers absorb batch-norm updates; the same random state for every
         # lookahead (dropout masks), then the caller's state back
         state = {**moved, **{k: b.clone() for k, b in buffers.items()}}
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        with torch.no_grad(), torch.random.fork_rng(devices=devices), suspended(model):
+            # suspended: other plugins' feature taps keep the minibatch's features (an extra forward)
             after = _terms(strategy, torch.func.functional_call(model, state, args))
         z[i] = 1.0 - torch.stack([after[n].detach().double() for n in names]) / before.clamp_min(1e-12)
     return names, z.float()
@@ -203,14 +206,23 @@ class TaskAffinity(KTAPlugin):
     def after_training_exp(self, strategy, **kwargs):
         self.grads.detach()
 
+    #: measures after every plugin added its terms (kta_plugins.compose), before any arbitration
+    loss_stage = "measure"
+
     def before_backward(self, strategy, **kwargs):
+        finalize_loss(self, strategy)
+
+    def finalize_loss(self, strategy):
         self.n_iterations += 1
         if (self.n_iterations - 1) % self.every:
             return
         if not self.grads.params:
             self.grads.attach(strategy.model)
+        params = self.grads.tensors()
+        if not params:  # the shared part is frozen for now (another plugin's doing): nothing to measure
+            return
         lr = self.lr if self.lr is not None else float(strategy.optimizer.param_groups[0]["lr"])
-        names, z = lookahead_affinity(strategy, self.grads.params, lr)
+        names, z = lookahead_affinity(strategy, params, lr)
         for a, i in enumerate(names):
             for b, j in enumerate(names):
                 if math.isfinite(float(z[a, b])):

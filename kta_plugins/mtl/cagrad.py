@@ -75,10 +75,12 @@ class CAGrad(SharedGradientPlugin):
             raise TypeError(f"rescale must be a bool, got {type(rescale).__name__} {rescale!r}")
         self.rescale = rescale
 
-    def before_backward(self, strategy, **kwargs):
+    def finalize_loss(self, strategy):
         names, losses, _, _ = loss_terms(strategy)
         if len(names) < 2:
             return
         tensors = self.grads.tensors()
+        if not tensors:  # the shared part is frozen for now (e.g. LP-FT's probing phase)
+            return
         g = task_gradients(losses, tensors)
         redirect_gradient(strategy, tensors, g.sum(0), cagrad(g.detach(), self.c, self.rescale))

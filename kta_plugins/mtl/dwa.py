@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-from ..base import KTAPlugin, check_positive, register_plugin
-from .terms import apply_weights, loss_terms
+from ..base import check_positive, register_plugin
+from .terms import ArbitratingPlugin, apply_weights, loss_terms
 
 __all__ = ["DWA", "dwa_weights"]
 
@@ -21,7 +21,7 @@ def dwa_weights(previous: dict, before: dict, names, temperature: float) -> list
 
 
 @register_plugin("dwa")
-class DWA(KTAPlugin):
+class DWA(ArbitratingPlugin):
     """Dynamic Weight Average (Liu, Johns & Davison, CVPR 2019, "End-to-end multi-task learning
     with attention").
 
@@ -51,7 +51,7 @@ class DWA(KTAPlugin):
             return [1.0] * len(names)
         return dwa_weights(self.history[-1], self.history[-2], names, self.temperature)
 
-    def before_backward(self, strategy, **kwargs):
+    def finalize_loss(self, strategy):
         names, losses, _, rest = loss_terms(strategy)
         for n, l in zip(names, losses):
             self._sums[n] = self._sums.get(n, 0.0) + float(l.detach())

@@ -6,9 +6,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..base import KTAPlugin, check_positive, check_range, check_type, register_plugin
+from ..base import check_positive, check_range, check_type, register_plugin
 from ..nn.tap import resolve_module
-from .terms import apply_weights, loss_terms, task_gradients
+from .terms import ArbitratingPlugin, apply_weights, loss_terms, task_gradients
 
 __all__ = ["GradNorm", "gradnorm_update"]
 
@@ -42,14 +42,14 @@ def _last_layer(model: nn.Module, shared: str, layer: Optional[str]):
         if not with_params:
             raise ValueError(f"shared={shared!r} has no parameters for GradNorm's gradient norms")
         module = with_params[-1]
-    params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+    params = list(module.parameters(recurse=False))
     if not params:
-        raise ValueError(f"GradNorm: the layer {layer or shared!r} has no trainable parameters")
+        raise ValueError(f"GradNorm: the layer {layer or shared!r} has no parameters")
     return params
 
 
 @register_plugin("gradnorm")
-class GradNorm(KTAPlugin):
+class GradNorm(ArbitratingPlugin):
     """GradNorm: balance tasks by normalising their gradient magnitudes (Chen et al., ICML 2018).
 
     With ``W`` the last shared layer, ``G_k = ||grad_W (w_k L_k)||``,
@@ -96,7 +96,7 @@ class GradNorm(KTAPlugin):
     def after_training_exp(self, strategy, **kwargs):
         self._params = None
 
-    def before_backward(self, strategy, **kwargs):
+    def finalize_loss(self, strategy):
         names, losses, _, rest = loss_terms(strategy)
         if self._params is None:
             self._params = _last_layer(strategy.model, self.shared, self.layer)
@@ -106,8 +106,9 @@ class GradNorm(KTAPlugin):
                 self.initial_losses[n] = max(float(l.detach()), 1e-12)
         w = [self.weights[n] for n in names]
         apply_weights(strategy, losses, w, rest)
-        if len(names) > 1:
-            norms = task_gradients(losses, self._params).norm(dim=1)
+        trainable = [p for p in self._params if p.requires_grad]  # another plugin may freeze the layer a while
+        if len(names) > 1 and trainable:
+            norms = task_gradients(losses, trainable).norm(dim=1)
             ratios = [max(float(l.detach()), 0.0) / self.initial_losses[n] for n, l in zip(names, losses)]
             for n, v in zip(names, gradnorm_update(w, norms.tolist(), ratios, self.alpha, self.lr)):
                 self.weights[n] = v

@@ -80,11 +80,14 @@ class MGDA(SharedGradientPlugin):
         self.max_iter = check_int("max_iter", max_iter, minimum=1)
         self.last_weights: dict = {}
 
-    def before_backward(self, strategy, **kwargs):
+    def finalize_loss(self, strategy):
         names, losses, _, rest = loss_terms(strategy)
         if len(names) < 2:
             return
-        g = task_gradients(losses, self.grads.tensors()).detach()
+        tensors = self.grads.tensors()
+        if not tensors:  # the shared part is frozen for now (e.g. LP-FT's probing phase)
+            return
+        g = task_gradients(losses, tensors).detach()
         if self.normalize == "l2":
             g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
         a = min_norm_weights(g, self.max_iter)

@@ -64,12 +64,14 @@ class PCGrad(SharedGradientPlugin):
         self.seed = check_int("seed", seed)
         self.n_steps = 0
 
-    def before_backward(self, strategy, **kwargs):
+    def finalize_loss(self, strategy):
         names, losses, _, _ = loss_terms(strategy)
         self.n_steps += 1
         if len(names) < 2:
             return
         tensors = self.grads.tensors()
+        if not tensors:  # the shared part is frozen for now (e.g. LP-FT's probing phase)
+            return
         g = task_gradients(losses, tensors)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.n_steps)
         orders = [torch.randperm(len(names), generator=gen).tolist() for _ in names]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..base import KTAPlugin, check_positive, check_type, register_plugin
+from ..compose import add_loss_term
 from ..nn.tap import resolve_module
 
 __all__ = ["SoftSharingPenalty"]
@@ -74,4 +75,4 @@ class SoftSharingPenalty(KTAPlugin):
         return total
 
     def before_backward(self, strategy, **kwargs):
-        strategy.loss = strategy.loss + self.strength * self.penalty(strategy.model)
+        add_loss_term(strategy, "soft-sharing", self.penalty(strategy.model), weight=self.strength, owner=self)

@@ -5,8 +5,8 @@ import math
 import numbers
 from typing import Optional, Union
 
-from ..base import KTAPlugin, register_plugin
-from .terms import apply_weights, loss_terms
+from ..base import register_plugin
+from .terms import ArbitratingPlugin, apply_weights, loss_terms
 
 __all__ = ["StaticWeights", "check_weights"]
 
@@ -52,7 +52,7 @@ def resolve_weights(weights, names, argument: str = "weights") -> list:
 
 
 @register_plugin("static-weights")
-class StaticWeights(KTAPlugin):
+class StaticWeights(ArbitratingPlugin):
     """Fixed weights on the per-task losses (or on a continual strategy's loss terms).
 
     Formula: ``loss = rest + sum_k w_k L_k`` where ``L_k`` are the terms of
@@ -75,6 +75,6 @@ class StaticWeights(KTAPlugin):
         super().__init__()
         self.weights = check_weights(weights)
 
-    def before_backward(self, strategy, **kwargs):
+    def finalize_loss(self, strategy):
         names, losses, _, rest = loss_terms(strategy)
         apply_weights(strategy, losses, resolve_weights(self.weights, names), rest)

@@ -13,8 +13,10 @@
   scaled by its share of the minibatch, so the terms sum to the original loss.
 
 Whatever is in ``strategy.loss`` and not in the terms (``rest``, e.g. the
-soft-sharing penalty under ``MultiTask``) is kept unweighted. Put weighting and
-surgery plugins after the plugins that add terms in the ``plugins`` list.
+soft-sharing penalty under ``MultiTask``) is kept unweighted. The terms are read
+from the strategy's loss ledger (:mod:`kta_plugins.compose`) when the strategy
+finalizes the loss, after every plugin added its terms, so weighting and surgery
+plugins may stand anywhere in the ``plugins`` list.
 """
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ import torch
 from torch import nn
 
 from ..base import KTAPlugin, check_choice, check_type
+from ..compose import finalize_loss, loss_ledger
 from ..nn.tap import FeatureTap, resolve_module
 
-__all__ = ["loss_terms", "SharedGradients", "task_gradients", "redirect_gradient", "apply_weights"]
+__all__ = ["loss_terms", "SharedGradients", "task_gradients", "redirect_gradient", "apply_weights",
+           "ArbitratingPlugin", "SharedGradientPlugin"]
 
 
 def loss_terms(strategy):
@@ -43,7 +47,13 @@ def loss_terms(strategy):
         kinds = ["regression" if tasks.get(n) == "regression" else "classification" for n in names]
         return names, losses, kinds, strategy.loss - sum(losses)
     out, y = strategy.mb_output, strategy.mb_y
-    criterion = strategy._criterion
+    # the criterion's weight in the ledger (re-weighted by e.g. KD's 1 - alpha); 1 for a bare
+    # stand-in of a strategy (TaskAffinity's lookahead passes one)
+    w = loss_ledger(strategy).weight("criterion") if hasattr(strategy, "clock") else 1.0
+
+    def criterion(o, t):
+        return w * strategy._criterion(o, t)
+
     base = criterion(out, y)
     classes = getattr(getattr(strategy, "experience", None), "classes_in_this_experience", None)
     names, losses = [], []
@@ -122,13 +132,15 @@ class SharedGradients:
         if self.wrt == "representation":
             self.tap = FeatureTap(model, [self.shared])
         else:
-            self.params = [p for p in module.parameters() if p.requires_grad]
+            self.params = list(module.parameters())
             if not self.params:
-                raise ValueError(f"shared={self.shared!r} has no trainable parameters")
+                raise ValueError(f"shared={self.shared!r} has no parameters")
 
     def tensors(self) -> list:
+        """The shared tensors; for parameters, those trainable now (a freezing plugin such as LP-FT
+        may freeze the shared part for a while: then there is nothing to arbitrate, ``[]``)."""
         if self.wrt == "parameters":
-            return self.params
+            return [p for p in self.params if p.requires_grad]
         if self.tap is None:
             raise RuntimeError("SharedGradients.attach(model) must run before tensors()")
         z = self.tap[self.shared]
@@ -147,7 +159,25 @@ class SharedGradients:
         return {"shared": self.shared, "wrt": self.wrt, "tap": None, "params": []}
 
 
-class SharedGradientPlugin(KTAPlugin):
+class ArbitratingPlugin(KTAPlugin):
+    """Base of the plugins that re-weight or arbitrate between the loss terms (multi-task
+    weighting, gradient surgery). They act in ``finalize_loss``, which a composing strategy
+    (:class:`kta_plugins.compose.ComposeMixin`) calls just before backward, after every plugin
+    added its terms, whatever the order of the plugins; on a plain Avalanche template they act in
+    their own ``before_backward`` (list order). One such plugin per strategy: two would each
+    rewrite the same terms, so a second one is refused before training."""
+
+    loss_stage = "arbitrate"
+    exclusive_role = "loss-arbitration"
+
+    def before_backward(self, strategy, **kwargs):
+        finalize_loss(self, strategy)
+
+    def finalize_loss(self, strategy) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SharedGradientPlugin(ArbitratingPlugin):
     """Base of the gradient-surgery plugins (PCGrad, MGDA, CAGrad): holds their
     :class:`SharedGradients` and attaches it to the model for each experience."""
 

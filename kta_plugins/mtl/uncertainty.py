@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from ..base import KTAPlugin, check_positive, check_range, register_plugin
-from .terms import loss_terms
+from ..base import check_positive, check_range, register_plugin
+from .terms import ArbitratingPlugin, loss_terms
 
 __all__ = ["Uncertainty", "uncertainty_loss"]
 
@@ -22,7 +22,7 @@ def uncertainty_loss(losses, log_vars, kinds):
 
 
 @register_plugin("uncertainty")
-class Uncertainty(KTAPlugin):
+class Uncertainty(ArbitratingPlugin):
     """Homoscedastic-uncertainty task weighting (Kendall, Gal & Cipolla, CVPR 2018).
 
     Each task ``k`` has a learned ``s_k = log sigma_k^2``; the loss is
@@ -61,7 +61,7 @@ class Uncertainty(KTAPlugin):
             s = self.log_vars[name] = s.detach().to(device).requires_grad_(True)
         return s
 
-    def before_backward(self, strategy, **kwargs):
+    def finalize_loss(self, strategy):
         names, losses, kinds, rest = loss_terms(strategy)
         s = [self._log_var(n, strategy.device) for n in names]
         strategy.loss = rest + uncertainty_loss(losses, s, kinds)

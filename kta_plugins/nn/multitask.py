@@ -231,7 +231,8 @@ class SoftSharing(nn.Module):
         tower_factory: a zero-argument callable building one tower (any module
             mapping inputs to ``(batch, d)``, e.g. ``lambda: CNN1d((1, 40), 1).features``);
             replaces the MLP towers.
-        quantiles, monotone: quantile heads, as :class:`HardSharing`.
+        quantiles: quantile levels of the regression heads, as in :class:`HardSharing`.
+        monotone: non-crossing quantile heads, as in :class:`HardSharing`.
     """
 
     def __init__(self, tasks: dict, input_shape: Sequence[int], hidden: Sequence[int] = (128, 64),
@@ -294,7 +295,8 @@ class CrossStitch(nn.Module):
         column_factory: a zero-argument callable returning one column as a list
             of blocks (e.g. conv blocks; the last one's output is flattened for
             the heads); replaces the MLP columns.
-        quantiles, monotone: quantile heads, as :class:`HardSharing`.
+        quantiles: quantile levels of the regression heads, as in :class:`HardSharing`.
+        monotone: non-crossing quantile heads, as in :class:`HardSharing`.
     """
 
     def __init__(self, tasks: dict, input_shape: Sequence[int], hidden: Sequence[int] = (128, 64),
@@ -355,7 +357,8 @@ class MMoE(nn.Module):
         tower_hidden: width of each task tower's hidden layer (default 32).
         expert_factory: a zero-argument callable building one expert (inputs to
             ``(batch, d)``); replaces the MLP experts.
-        quantiles, monotone: quantile heads, as :class:`HardSharing`.
+        quantiles: quantile levels of the regression heads, as in :class:`HardSharing`.
+        monotone: non-crossing quantile heads, as in :class:`HardSharing`.
     """
 
     def __init__(self, tasks: dict, input_shape: Sequence[int], n_experts: int = 4,

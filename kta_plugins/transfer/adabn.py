@@ -126,6 +126,9 @@ class AdaBN(KTAPlugin):
 
     #: ``check_plugin`` runs AdaBN on a BatchNorm model (the default MLP has none).
     check_model = staticmethod(_check_model)
+    #: it re-estimates the statistics before the first step: other plugins' terms legitimately
+    #: change, so check_composition does not compare them with their solo values
+    modifies_model = True
 
     def __init__(self, when: Literal["train", "eval"] = "train", batch_size: int = 256):
         super().__init__()

@@ -8,10 +8,11 @@ from torch import nn
 
 from kta_plugins.base import KTAPlugin, check_type, match_parameters, register_plugin
 
-__all__ = ["Freeze", "freeze", "unfreeze", "layer_groups", "clear_frozen_grads", "set_frozen_bn_eval"]
+__all__ = ["Freeze", "freeze", "unfreeze", "layer_groups", "clear_frozen_grads", "set_frozen_bn_eval", "name_patterns"]
 
 
-def _patterns(name: str, value, allow_empty: bool = False) -> list[str]:
+def name_patterns(name: str, value, allow_empty: bool = False) -> list[str]:
+    """Check the argument ``name``: one module/parameter name pattern or a list of them; returns the list."""
     if isinstance(value, str):
         value = [value]
     check_type(name, value, (list, tuple))
@@ -130,8 +131,8 @@ class Freeze(KTAPlugin):
 
     def __init__(self, patterns: Sequence[str] = ("*",), exclude: Sequence[str] = (), freeze_bn: bool = True):
         super().__init__()
-        self.patterns = _patterns("patterns", patterns)
-        self.exclude = _patterns("exclude", exclude, allow_empty=True)
+        self.patterns = name_patterns("patterns", patterns)
+        self.exclude = name_patterns("exclude", exclude, allow_empty=True)
         self.freeze_bn = check_type("freeze_bn", freeze_bn, bool)
         self.frozen: list[str] = []
 

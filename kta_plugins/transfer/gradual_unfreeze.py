@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Literal, Optional, Sequence
 
 from kta_plugins.base import KTAPlugin, check_choice, check_int, register_plugin
-from kta_plugins.transfer.freeze import _patterns, clear_frozen_grads, layer_groups, set_frozen_bn_eval
+from kta_plugins.transfer.freeze import clear_frozen_grads, layer_groups, set_frozen_bn_eval, name_patterns as _patterns
 from kta_plugins.transfer.layerwise_lr import group_parameters
 
 __all__ = ["GradualUnfreeze"]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from avalanche.models.utils import avalanche_forward
 
 from kta_plugins.base import KTAPlugin, check_choice, check_positive, check_range, frozen_copy, register_plugin
+from kta_plugins.compose import CRITERION, add_loss_term, scale_loss_term
 
 __all__ = ["KLAnchor", "kl_anchor_loss"]
 
@@ -38,7 +39,7 @@ class KLAnchor(KTAPlugin):
     with ``p = softmax(f(x)/T)`` the adapted model's and ``q = softmax(f_0(x)/T)``
     the frozen source model's output distribution (``T = 1`` in the paper; for
     the CE term the temperature is 1). The plugin replaces the strategy's CE
-    term by this mix (it adds ``- a * CE + a * KL`` to ``strategy.loss``, so
+    term by this mix (through the loss ledger: the criterion's weight is multiplied by ``1 - a`` and the term ``kl-anchor`` is added with weight ``a``, so
     other plugins' terms are untouched); the criterion must be cross-entropy.
 
     Args:
@@ -113,5 +114,7 @@ class KLAnchor(KTAPlugin):
         if src.shape != logits.shape:
             raise ValueError(f"KLAnchor: the source model outputs {tuple(src.shape)} but the model outputs "
                              f"{tuple(logits.shape)}; the anchor needs the same output layer")
-        ce = F.cross_entropy(logits, strategy.mb_y)
-        strategy.loss = strategy.loss - self.a * ce + self.a * _kl(logits, src, self.temperature)
+        # (1 - a) * criterion + a * KL through the loss ledger: the criterion term is re-weighted
+        # (re-weighting plugins multiply their factors), the KL is the plugin's own term.
+        scale_loss_term(strategy, CRITERION, 1.0 - self.a, owner=self)
+        add_loss_term(strategy, "kl-anchor", _kl(logits, src, self.temperature), weight=self.a, owner=self)

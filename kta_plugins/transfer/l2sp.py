@@ -6,7 +6,8 @@ from typing import Literal, Sequence
 import torch
 
 from kta_plugins.base import KTAPlugin, check_choice, check_positive, match_parameters, register_plugin
-from kta_plugins.transfer.freeze import _patterns
+from kta_plugins.compose import add_loss_term
+from kta_plugins.transfer.freeze import name_patterns as _patterns
 
 __all__ = ["L2SP", "l2sp_penalty"]
 
@@ -76,8 +77,6 @@ class L2SP(KTAPlugin):
             self.anchor_weights = {n: p.detach().clone() for n, p in params.items() if n not in head}
         self._anchored, self._head_names = [], []
         for n, p in params.items():
-            if not p.requires_grad:
-                continue
             w0 = self.anchor_weights.get(n)
             if n in head or w0 is None or w0.shape != p.shape:
                 self._head_names.append(n)
@@ -86,8 +85,11 @@ class L2SP(KTAPlugin):
                 self._anchored.append(n)
 
     def penalty(self, model) -> torch.Tensor:
-        anchor = {n: self.anchor_weights[n] for n in self._anchored}
-        return l2sp_penalty(model, anchor, self.alpha, self.beta, self._head_names)
+        # Only what trains now: whether a parameter is frozen is read here, after every plugin's
+        # before_training_exp (a freezing plugin, LoRA...), so the order of the plugins does not matter.
+        live = {n for n, p in model.named_parameters() if p.requires_grad}
+        anchor = {n: self.anchor_weights[n] for n in self._anchored if n in live}
+        return l2sp_penalty(model, anchor, self.alpha, self.beta, [n for n in self._head_names if n in live])
 
     def before_backward(self, strategy, **kwargs):
-        strategy.loss = strategy.loss + self.penalty(strategy.model)
+        add_loss_term(strategy, "l2sp", self.penalty(strategy.model), owner=self)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from kta_plugins.compose import ensure_optimizer
 from kta_plugins.base import KTAPlugin, check_positive, check_range, match_parameters, register_plugin
-from kta_plugins.transfer.freeze import _patterns, layer_groups
+from kta_plugins.transfer.freeze import layer_groups, name_patterns as _patterns
 
 __all__ = ["LayerwiseLR", "group_parameters"]
 
@@ -32,13 +33,11 @@ class LayerwiseLR(KTAPlugin):
 
         lr_i = base_lr * factors[i]        (default factors[i] = decay ** i)
 
-    where ``base_lr`` is the optimizer's learning rate when the plugin first
-    sees it (ULMFiT: ``decay = 1/2.6``). Parameters in no group train at
-    ``base_lr * factors[-1]``. Avalanche's ``update_optimizer`` adds parameters
-    to existing groups between experiences; the plugin merges the groups back
-    into one just before it (``after_train_dataset_adaptation``) and splits
-    them again at ``before_training_exp``, so the rates hold at every experience
-    and optimizer state (momentum) is kept.
+    where ``base_lr`` is the optimizer's learning rate (ULMFiT: ``decay = 1/2.6``).
+    Parameters in no group train at ``base_lr * factors[-1]``. The plugin only
+    declares the scales (``optimizer_groups``); the strategy's optimizer assembly
+    applies them at every experience, multiplied with other plugins' scales, and
+    keeps the optimizer state (momentum).
 
     Args:
         groups: module names / globs per group, head first (default: every
@@ -54,7 +53,7 @@ class LayerwiseLR(KTAPlugin):
         >>> # classifier at 0.1, features.3 at 0.03, features.1 at 0.009
     """
 
-    state_attrs = ("base_lr",)
+    state_attrs = ()
 
     def __init__(self, groups: Optional[Sequence[str]] = None, decay: float = 0.3,
                  factors: Optional[Sequence[float]] = None):
@@ -70,39 +69,21 @@ class LayerwiseLR(KTAPlugin):
             if self.groups is not None and len(factors) != len(self.groups):
                 raise ValueError(f"factors must have one entry per group ({len(self.groups)}), got {len(factors)}")
         self.factors = factors
-        self.base_lr: Optional[float] = None
-
-    def rates(self, n_groups: int) -> list[float]:
-        f = self.factors if self.factors is not None else [self.decay ** i for i in range(n_groups)]
-        return [self.base_lr * x for x in f]
-
-    def after_train_dataset_adaptation(self, strategy, **kwargs):
-        opt = strategy.optimizer
-        if self.base_lr is None:
-            self.base_lr = float(opt.param_groups[0]["lr"])
-        if len(opt.param_groups) > 1:  # one group again, so update_optimizer can place new parameters
-            params = [p for g in opt.param_groups for p in g["params"]]
-            first = opt.param_groups[0]
-            first["params"] = params
-            first["lr"] = self.base_lr
-            del opt.param_groups[1:]
 
     def before_training_exp(self, strategy, **kwargs):
-        model, opt = strategy.model, strategy.optimizer
+        ensure_optimizer(self, strategy)  # a plain Avalanche template has no assembly step of its own
+
+    def optimizer_groups(self, strategy):
+        """Each group's model parameters re-scaled by its factor (the optimizer assembly multiplies
+        them with other plugins' scales and keeps the optimizer state)."""
+        model = strategy.model
         groups = self.groups if self.groups is not None else layer_groups(model)
         if self.factors is not None and len(self.factors) != len(groups):
             raise ValueError(f"factors must have one entry per group ({len(groups)}), got {len(self.factors)}")
         names = group_parameters(model, groups)
-        rates = self.rates(len(groups))
-        rates.append(rates[-1])
+        f = self.factors if self.factors is not None else [self.decay ** i for i in range(len(groups))]
+        f = list(f) + [f[-1]]
         params = dict(model.named_parameters())
-        template = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
-        new_groups = []
-        for ns, lr in zip(names, rates):
-            if ns:
-                new_groups.append({**template, "params": [params[n] for n in ns], "lr": lr,
-                                   "initial_lr": lr})
-        opt.param_groups.clear()
-        for g in new_groups:
-            opt.param_groups.append(g)
         self._names = [ns for ns in names if ns]
+        return [{"params": [params[n] for n in ns], "lr_scale": x, "name": f"layerwise-lr[{i}]"}
+                for i, (ns, x) in enumerate(zip(names, f)) if ns]

@@ -5,13 +5,18 @@ from typing import Sequence
 
 from kta_plugins.base import KTAPlugin, check_int, check_positive, check_type, match_parameters, register_plugin
 from kta_plugins.nn.lora import inject, merge_lora, unmerge_lora
-from kta_plugins.transfer.freeze import _patterns, clear_frozen_grads, set_frozen_bn_eval
+from kta_plugins.transfer.freeze import clear_frozen_grads, set_frozen_bn_eval, name_patterns as _patterns
 
 __all__ = ["LoRA", "Adapter"]
 
 
 class _Injector(KTAPlugin):
     kind = "lora"
+    #: one layer-rewriting plugin per strategy (kta_plugins.compose.check_roles)
+    exclusive_role = "layer-surgery"
+    #: it rewrites layers before the first step: other plugins' terms legitimately change (new
+    #: parameters, new names), so check_composition does not compare them with their solo values
+    modifies_model = True
     state_attrs = ("injected",)
 
     def __init__(self, patterns, train):

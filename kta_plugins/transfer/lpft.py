@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from kta_plugins.base import KTAPlugin, check_int, check_positive, match_parameters, register_plugin
-from kta_plugins.transfer.freeze import _patterns, clear_frozen_grads, set_frozen_bn_eval
+from kta_plugins.compose import set_lr_factor
+from kta_plugins.transfer.freeze import clear_frozen_grads, set_frozen_bn_eval, name_patterns as _patterns
 
 __all__ = ["LPFT"]
 
@@ -42,7 +43,6 @@ class LPFT(KTAPlugin):
         self.phase = "probe"
         self._epoch = 0
         self._frozen: list[str] = []
-        self._saved_lrs = None
 
     def before_training_exp(self, strategy, **kwargs):
         head = set(match_parameters(strategy.model, self.head, argument="head"))
@@ -55,7 +55,6 @@ class LPFT(KTAPlugin):
                 p.grad = None
                 strategy.optimizer.state.pop(p, None)
                 self._frozen.append(n)
-        self._saved_lrs = [g["lr"] for g in strategy.optimizer.param_groups]
 
     def before_training_epoch(self, strategy, **kwargs):
         if self.phase == "probe" and self._epoch >= self.probe_epochs:
@@ -64,8 +63,8 @@ class LPFT(KTAPlugin):
             for n in self._frozen:
                 params[n].requires_grad_(True)
             self._frozen = []
-            for g, lr in zip(strategy.optimizer.param_groups, self._saved_lrs):
-                g["lr"] = lr * self.ft_lr_scale
+            # a learning-rate factor of the optimizer assembly (multiplies any other plugin's)
+            set_lr_factor(strategy, self, self.ft_lr_scale)
         set_frozen_bn_eval(strategy.model)
 
     def after_training_epoch(self, strategy, **kwargs):
@@ -75,7 +74,4 @@ class LPFT(KTAPlugin):
         clear_frozen_grads(strategy.model, self._frozen)
 
     def after_training_exp(self, strategy, **kwargs):
-        if self._saved_lrs is not None:
-            for g, lr in zip(strategy.optimizer.param_groups, self._saved_lrs):
-                g["lr"] = lr
-        self._saved_lrs = None
+        set_lr_factor(strategy, self, 1.0)

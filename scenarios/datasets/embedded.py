@@ -18,7 +18,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KTA_DATA") or Path.home() / ".cache" / "kta")
 
 
-def _stratified_split(y: np.ndarray, test_fraction: float, seed: int):
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int):
+    """Indices ``(train, test)`` that give ``round(n * test_fraction)`` samples of every class to the test side
+    (seeded, sorted)."""
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in np.unique(y):
@@ -47,7 +49,7 @@ def digits(test_fraction: float = 0.3, seed: int = 0):
     data = load_digits()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = np.asarray(data.target)
-    tr, te = _stratified_split(y, test_fraction, seed)
+    tr, te = stratified_split(y, test_fraction, seed)
     y = torch.tensor(y, dtype=torch.long)
     return TensorClassificationDataset(x[tr], y[tr]), TensorClassificationDataset(x[te], y[te])
 
@@ -69,7 +71,7 @@ def mnist1d_args(**overrides) -> dict:
     return args
 
 
-def _atomic_savez(arrays: dict, path: Path) -> None:
+def atomic_savez(arrays: dict, path: Path) -> None:
     """Write ``arrays`` to ``path`` (.npz) so that a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -96,7 +98,7 @@ def cached_arrays(prefix: str, args: dict, make) -> dict:
         except Exception:
             path.unlink(missing_ok=True)  # unreadable cache: regenerate
     data = {k: np.asarray(v) for k, v in make().items()}
-    _atomic_savez(data, path)
+    atomic_savez(data, path)
     return data
 
 

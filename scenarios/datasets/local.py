@@ -46,6 +46,7 @@ from ._tensor import TensorClassificationDataset
 
 __all__ = [
     "ChecksumError", "LOCAL_DATASETS", "torchvision_local", "omniglot_local", "expected_files", "split_per_class",
+    "train_test_pair",
 ]
 
 #: Canonical names of the datasets :func:`torchvision_local` reads (torchvision class names).
@@ -438,7 +439,7 @@ def split_per_class(dataset, test_fraction: float = 0.25, seed: int = 0):
         >>> train, test = split_per_class(omniglot_local("~/data"), test_fraction=0.25)
         >>> bm = class_incremental((train, test), n_experiences=4)
     """
-    from .embedded import _stratified_split
+    from .embedded import stratified_split as _stratified_split
 
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
@@ -454,33 +455,18 @@ def split_per_class(dataset, test_fraction: float = 0.25, seed: int = 0):
     return _LabelledSubset(dataset, tr, y[tr]), _LabelledSubset(dataset, te, y[te])
 
 
-def _register_scenarios():
-    from ..registry import register_scenario
+def train_test_pair(dataset: str = "mnist", root: str = "", verify: bool = True, download: bool = False,
+                    seed: int = 0):
+    """``(train, test)`` of a local torchvision dataset, ready for a stream: the two splits as tensors, or, for
+    Omniglot, its background set split per character (:func:`split_per_class`, a quarter to test).
+    ``root`` defaults to ``<cache_dir>/torchvision``. Used by the ``split-torchvision`` scenario."""
     from .embedded import cache_dir
 
-    @register_scenario("split-torchvision")
-    def split_torchvision(
-        dataset: str = "mnist",
-        root: str = "",
-        n_experiences: int = 5,
-        verify: bool = True,
-        download: bool = False,
-        seed: int = 0,
-    ):
-        """A local torchvision dataset (mnist, cifar10, ...) split into experiences of new classes (class-incremental)."""
-        from ..streams import class_incremental
-
-        folder = root or str(cache_dir() / "torchvision")
-        canonical = _canonical(dataset)
-        if canonical == "Omniglot":
-            full = torchvision_local(dataset, folder, True, download, verify=verify)
-            pair = split_per_class(full, test_fraction=0.25, seed=seed)
-        else:
-            pair = tuple(
-                torchvision_local(dataset, folder, train, download, verify=verify, as_tensors=True)
-                for train in (True, False)
-            )
-        return class_incremental(pair, n_experiences=n_experiences, seed=seed)
-
-
-_register_scenarios()
+    folder = root or str(cache_dir() / "torchvision")
+    if _canonical(dataset) == "Omniglot":
+        full = torchvision_local(dataset, folder, True, download, verify=verify)
+        return split_per_class(full, test_fraction=0.25, seed=seed)
+    return tuple(
+        torchvision_local(dataset, folder, train, download, verify=verify, as_tensors=True)
+        for train in (True, False)
+    )

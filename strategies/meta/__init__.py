@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from . import _l2l
 from .anil import ANIL
 from .backbones import Conv4, default_backbone
 from .base import EpisodicStrategy, mean_ci95
@@ -42,6 +43,12 @@ __all__ = [
 ]
 
 METHODS = ("maml", "fomaml", "metasgd", "anil", "protonet", "matchingnet", "relationnet", "siamese")
+
+if not _l2l.available():  # `kta list` says how to get them
+    from strategies.registry import STRATEGIES as _STRATEGIES
+
+    for _name in METHODS:
+        _STRATEGIES.register(_name, _STRATEGIES.get(_name), help=f"{_STRATEGIES.help(_name)} [needs learn2learn: pip install -e '.[meta]']")
 
 # Hyper-parameters of run_few_shot (Adam, lr 1e-3 for every method).
 _SETTINGS = {

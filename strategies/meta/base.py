@@ -81,6 +81,9 @@ class EpisodicStrategy(KTAStrategyMixin, SupervisedMetaLearningTemplate):
                  k_shots: Optional[int] = None, q_queries: Optional[int] = None, meta_batch_size: int = 1,
                  iterations_per_epoch: int = 100, eval_episodes: int = 600, eval_k_shots: Optional[int] = None,
                  **kwargs):
+        from ._l2l import require
+
+        require()  # learn2learn is optional (the `meta` extra): say how to install it, before anything else
         for name, value in (("n_ways", n_ways), ("k_shots", k_shots), ("q_queries", q_queries),
                             ("eval_k_shots", eval_k_shots)):
             if value is not None:

@@ -1,0 +1,262 @@
+"""Avalanche 0.6's training plugins by command-line name, with validated arguments.
+
+Each factory below builds one ``avalanche.training.plugins`` plugin. Its
+signature carries the types the ``kta`` command converts ``key=value`` options
+to; its body checks the values (a bad value is a ``ValueError``/``TypeError``
+naming the argument) before Avalanche sees them, since Avalanche's own
+constructors accept ``nan``, negative sizes and strings.
+
+Where Avalanche 0.6 has a bug that changes what the method computes, the
+factory returns a small subclass that fixes it, and says so:
+
+* ``si``: ``SynapticIntelligencePlugin`` stores weights with
+  ``param.detach().cpu().flatten()``; on CPU that is a *view* of the live
+  weights, so the anchor and the "old" weights move with the model, every
+  weight change it measures is 0, the importances stay 0 and the penalty is 0
+  (SI trains exactly like naive fine-tuning). :class:`SynapticIntelligence`
+  copies them, and sets negative importances to 0 (with real importances,
+  Avalanche's unclipped negative ones make the loss diverge).
+* ``rwalk``: NaN penalties after an experience shorter than ``delta_t``
+  iterations, and training left in ``eval()`` mode; see :class:`RWalk`.
+* ``gss-greedy`` needs the input shape at construction (``input_size``); the
+  wrapper allocates its buffer from the first experience instead.
+* ``cope`` needs the model's output size (``p_size``); the wrapper reads it
+  from the model when training starts unless given.
+
+``ewc`` (in :mod:`kta_plugins.registry`) keeps Avalanche's Fisher estimate: the
+square of each *minibatch-mean* gradient, averaged over minibatches, not the
+mean of per-sample squared gradients of Kirkpatrick et al. (2017). With a
+batch of ``B`` samples the importances are roughly ``B`` times smaller than the
+paper's, so ``ewc_lambda`` must be about ``B`` times larger for the same
+strength (see docs/continual_learning.md).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from avalanche.training import plugins as av
+
+from .base import check_int, check_positive, check_range, check_type, register_plugin
+
+__all__ = ["SynapticIntelligence", "RWalk", "GSSGreedy", "CoPE", "AVALANCHE_PLUGINS"]
+
+
+# ---------------------------------------------------------------- fixed subclasses
+class SynapticIntelligence(av.SynapticIntelligencePlugin):
+    """Avalanche's ``SynapticIntelligencePlugin`` (Zenke et al. 2017) with the weight snapshots copied.
+
+    Avalanche 0.6 snapshots weights with ``param.detach().cpu().flatten()``,
+    which on CPU returns a view that keeps following the weights: the path
+    integral ``sum_t g_t * (theta_t - theta_{t-1})`` and the anchor
+    ``theta*`` are then computed from identical tensors and every importance
+    is 0. Here the two snapshots that must outlive the step (the anchor taken
+    when an experience starts and the weights before each update) are cloned;
+    the rest is Avalanche's code (importance ``-sum_t g_t dtheta_t / (Delta^2 +
+    eps)``, clipped at 0.001; penalty ``si_lambda * sum_i omega_i (theta_i -
+    theta*_i)^2``), except that negative importances are set to 0 (Avalanche
+    keeps them, and their negative penalty diverges).
+    """
+
+    def _copy(self, data):
+        for name in data:
+            data[name].data = data[name].data.clone()
+
+    def before_training_exp(self, strategy, **kwargs):
+        super().before_training_exp(strategy, **kwargs)
+        self._copy(self.ewc_data[0])  # the anchor theta* of this experience
+
+    def before_training_iteration(self, strategy, **kwargs):
+        super().before_training_iteration(strategy, **kwargs)
+        self._copy(self.syn_data["old_theta"])  # the weights before this update
+
+    def after_training_exp(self, strategy, **kwargs):
+        super().after_training_exp(strategy, **kwargs)
+        # Avalanche clips the importances from above only (at 0.001); a parameter whose updates
+        # raised the loss gets a negative importance, a penalty that rewards moving away from
+        # theta* and diverges. Zenke et al.'s omega measures a loss decrease: keep it >= 0.
+        for name in self.ewc_data[1]:
+            self.ewc_data[1][name].data.clamp_(min=0.0)
+
+
+class RWalk(av.RWalkPlugin):
+    """Avalanche's ``RWalkPlugin`` (Chaudhry et al. 2018) with two fixes.
+
+    * Avalanche normalises the scores by their maximum; when an experience has
+      fewer than ``delta_t`` iterations no score window closes, the maximum is 0
+      and every penalty becomes NaN. Here a zero maximum contributes nothing.
+    * Avalanche computes the criterion gradient in ``eval()`` mode and leaves
+      the model there, so BatchNorm/dropout models train in eval mode; here the
+      previous mode is restored.
+    """
+
+    def _update_grad(self, strategy):
+        was_training = strategy.model.training
+        super()._update_grad(strategy)
+        strategy.model.train(was_training)
+
+    def after_training_exp(self, strategy, *args, **kwargs):
+        super().after_training_exp(strategy, *args, **kwargs)
+        max_score = max(float(torch.relu(s.data).max()) for s in self.exp_scores.values())
+        max_imp = max(float(i.data.max()) for i in self.exp_importance.values())
+        for k, penalty in self.exp_penalties.items():
+            imp = self.exp_importance[k].data
+            score = torch.relu(self.exp_scores[k].data.expand(imp.shape))
+            penalty.data = (imp / max_imp if max_imp > 0 else torch.zeros_like(imp)) + \
+                (score / max_score if max_score > 0 else torch.zeros_like(imp))
+
+
+class GSSGreedy(av.GSS_greedyPlugin):
+    """Avalanche's ``GSS_greedyPlugin`` (Aljundi et al. 2019) whose buffer takes the input shape of the
+    first training experience (Avalanche needs ``input_size`` at construction), and which does not
+    crash (``max()`` of an empty sequence) when the memory holds fewer samples than one batch."""
+
+    def before_training_exp(self, strategy, **kwargs):
+        if self.ext_mem_list_x.dim() == 1:  # input_size was not given: allocate from the data
+            shape = tuple(strategy.experience.dataset[0][0].shape)
+            self.ext_mem_list_x = torch.zeros(self.mem_size, *shape, device=strategy.device)
+        super().before_training_exp(strategy, **kwargs)
+
+    def get_batch_sim(self, strategy, grad_dims, batch_x, batch_y):
+        # Avalanche compares the batch with mem_strength memory subsets of len(batch_x) samples; with fewer
+        # memory samples than one batch there is no subset and max() of nothing raises ValueError.
+        # No subset: no similarity evidence, so the batch does not replace memory samples (score 0).
+        if self.ext_mem_list_current_index // max(len(batch_x), 1) == 0:
+            return 0.0, torch.zeros(0, sum(grad_dims), device=self.ext_mem_list_x.device)
+        return super().get_batch_sim(strategy, grad_dims, batch_x, batch_y)
+
+
+class CoPE(av.CoPEPlugin):
+    """Avalanche's ``CoPEPlugin`` (De Lange & Tuytelaars 2021); ``p_size`` (the size of the model's
+    output embedding) defaults to the model's number of outputs."""
+
+    def before_training(self, strategy, **kwargs):
+        if self.p_size is None:
+            linears = [m for m in strategy.model.modules() if isinstance(m, torch.nn.Linear)]
+            if not linears:
+                raise ValueError("p_size: the model has no nn.Linear output layer; give p_size")
+            self.p_size = linears[-1].out_features
+        super().before_training(strategy, **kwargs)
+
+
+# ---------------------------------------------------------------- factories
+def _opt_int(name, value, minimum=1):
+    return None if value is None else check_int(name, value, minimum=minimum)
+
+
+@register_plugin("si")
+def si(si_lambda: float = 1.0, eps: float = 1e-7):
+    """Synaptic Intelligence (Zenke et al. 2017), Avalanche's plugin with its CPU snapshot bug fixed."""
+    check_positive("si_lambda", si_lambda, strict=False)
+    check_positive("eps", eps)
+    return SynapticIntelligence(si_lambda=si_lambda, eps=eps)
+
+
+@register_plugin("mas")
+def mas(lambda_reg: float = 1.0, alpha: float = 0.5):
+    """Memory Aware Synapses (Aljundi et al. 2018): importance = mean |d ||f(x)||^2 / d theta|."""
+    check_positive("lambda_reg", lambda_reg, strict=False)
+    check_range("alpha", alpha, 0, 1)
+    return av.MASPlugin(lambda_reg=lambda_reg, alpha=alpha)
+
+
+@register_plugin("rwalk")
+def rwalk(ewc_lambda: float = 0.1, ewc_alpha: float = 0.9, delta_t: int = 10):
+    """Riemannian Walk (Chaudhry et al. 2018): online Fisher + path-integral importance."""
+    check_positive("ewc_lambda", ewc_lambda, strict=False)
+    check_range("ewc_alpha", ewc_alpha, 0, 1)
+    check_int("delta_t", delta_t, minimum=1)
+    return RWalk(ewc_lambda=ewc_lambda, ewc_alpha=ewc_alpha, delta_t=delta_t)
+
+
+@register_plugin("gem")
+def gem(patterns_per_experience: int = 64, memory_strength: float = 0.5):
+    """Gradient Episodic Memory (Lopez-Paz & Ranzato 2017): project gradients so memory losses do not grow."""
+    check_int("patterns_per_experience", patterns_per_experience, minimum=1)
+    check_positive("memory_strength", memory_strength, strict=False)
+    return av.GEMPlugin(patterns_per_experience=patterns_per_experience, memory_strength=memory_strength)
+
+
+@register_plugin("agem")
+def agem(patterns_per_experience: int = 64, sample_size: int = 64):
+    """Averaged GEM (Chaudhry et al. 2019): one projection against the mean memory gradient."""
+    check_int("patterns_per_experience", patterns_per_experience, minimum=1)
+    check_int("sample_size", sample_size, minimum=1)
+    return av.AGEMPlugin(patterns_per_experience=patterns_per_experience, sample_size=sample_size)
+
+
+@register_plugin("gdumb")
+def gdumb(mem_size: int = 200):
+    """GDumb (Prabhu et al. 2020): a class-balanced memory; the model is retrained from it each experience."""
+    check_int("mem_size", mem_size, minimum=1)
+    return av.GDumbPlugin(mem_size=mem_size)
+
+
+@register_plugin("lfl")
+def lfl(lambda_e: float = 1.0):
+    """Less-Forgetful Learning (Jung et al. 2016): keep the features close to the previous model's."""
+    check_positive("lambda_e", lambda_e, strict=False)
+    return av.LFLPlugin(lambda_e=lambda_e)
+
+
+@register_plugin("mir")
+def mir(batch_size_mem: int = 10, mem_size: int = 200, subsample: int = 200):
+    """Maximally Interfered Retrieval (Aljundi et al. 2019): replay the memory samples a virtual step hurts most."""
+    check_int("batch_size_mem", batch_size_mem, minimum=1)
+    check_int("mem_size", mem_size, minimum=1)
+    check_int("subsample", subsample, minimum=1)
+    return av.MIRPlugin(batch_size_mem=batch_size_mem, mem_size=mem_size, subsample=subsample)
+
+
+@register_plugin("gss-greedy")
+def gss_greedy(mem_size: int = 200, mem_strength: int = 5):
+    """Gradient-based Sample Selection, greedy (Aljundi et al. 2019): keep gradient-diverse samples."""
+    check_int("mem_size", mem_size, minimum=1)
+    check_int("mem_strength", mem_strength, minimum=1)
+    return GSSGreedy(mem_size=mem_size, mem_strength=mem_strength, input_size=[])
+
+
+@register_plugin("cope")
+def cope(mem_size: int = 200, n_classes: int = 10, p_size: Optional[int] = None, alpha: float = 0.99,
+         T: float = 0.1, max_it_cnt: int = 1):
+    """Continual Prototype Evolution (De Lange & Tuytelaars 2021): prototypes, PPP loss, nearest-prototype output."""
+    check_int("mem_size", mem_size, minimum=1)
+    check_int("n_classes", n_classes, minimum=2)
+    _opt_int("p_size", p_size)
+    check_range("alpha", alpha, 0, 1)
+    check_positive("T", T)
+    check_int("max_it_cnt", max_it_cnt, minimum=1)
+    return CoPE(mem_size=mem_size, n_classes=n_classes, p_size=p_size, alpha=alpha, T=T, max_it_cnt=max_it_cnt)
+
+
+@register_plugin("rar")
+def rar(batch_size_mem: int = 10, mem_size: int = 200, opt_lr: float = 0.1, use_adversarial_replay: bool = True,
+        beta_coef: float = 0.4, decay_factor_fgsm: float = 1.0, epsilon_fgsm: float = 0.0314, iter_fgsm: int = 2):
+    """Retrospective Adversarial Replay (Kumari et al. 2022): replay with adversarially perturbed memory samples."""
+    check_int("batch_size_mem", batch_size_mem, minimum=1)
+    check_int("mem_size", mem_size, minimum=1)
+    check_positive("opt_lr", opt_lr)
+    check_type("use_adversarial_replay", use_adversarial_replay, bool)
+    check_range("beta_coef", beta_coef, 0, 1)
+    check_positive("decay_factor_fgsm", decay_factor_fgsm)
+    check_positive("epsilon_fgsm", epsilon_fgsm, strict=False)
+    check_int("iter_fgsm", iter_fgsm, minimum=1)
+    return av.RARPlugin(batch_size_mem=batch_size_mem, mem_size=mem_size, opt_lr=opt_lr,
+                        use_adversarial_replay=use_adversarial_replay, beta_coef=beta_coef,
+                        decay_factor_fgsm=decay_factor_fgsm, epsilon_fgsm=epsilon_fgsm, iter_fgsm=iter_fgsm)
+
+
+@register_plugin("from-scratch")
+def from_scratch(reset_optimizer: bool = True):
+    """Re-initialise the model before each experience (Avalanche's FromScratchTrainingPlugin): a reference."""
+    check_type("reset_optimizer", reset_optimizer, bool)
+    return av.FromScratchTrainingPlugin(reset_optimizer=reset_optimizer)
+
+
+#: The Avalanche plugins registered here: KTA name -> Avalanche class.
+AVALANCHE_PLUGINS = {
+    "si": "SynapticIntelligencePlugin", "mas": "MASPlugin", "rwalk": "RWalkPlugin", "gem": "GEMPlugin",
+    "agem": "AGEMPlugin", "gdumb": "GDumbPlugin", "lfl": "LFLPlugin", "mir": "MIRPlugin",
+    "gss-greedy": "GSS_greedyPlugin", "cope": "CoPEPlugin", "rar": "RARPlugin",
+    "from-scratch": "FromScratchTrainingPlugin",
+}
