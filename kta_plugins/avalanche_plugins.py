@@ -22,6 +22,26 @@ factory returns a small subclass that fixes it, and says so:
   wrapper allocates its buffer from the first experience instead.
 * ``cope`` needs the model's output size (``p_size``); the wrapper reads it
   from the model when training starts unless given.
+* ``mir`` and ``rar`` run extra forwards of the model in ``before_backward``
+  (virtual-update probes, replay and adversarial batches): here they go
+  through the scoped forward (:func:`kta_plugins.compose.extra_forward`'s
+  ``suspended``), so other plugins' feature taps keep the current minibatch,
+  and their replay loss is a ledger term (``"replay"``). MIR's virtual step
+  differentiates only the parameters that train (Avalanche's asks for the
+  gradient of every parameter and fails when a plugin froze some).
+* ``from-scratch`` resets the optimizer with Avalanche's ``reset_optimizer``,
+  which only handles one parameter group; on a composing strategy the wrapper
+  re-assembles the optimizer instead (plugin groups, layer-wise rates kept).
+
+Pairs that cannot work together by design are refused before training with a
+message naming both (:func:`kta_plugins.compose.check_roles`): ``lfl`` freezes
+the model's last layer after each experience, so it is not combined with a
+plugin that freezes the other layers (``freeze``, ``lpft``, ``gradual-unfreeze``:
+nothing, or a sliver of the model, would train); ``si`` and ``rwalk`` keep
+importances by parameter name, so they refuse plugins that rename the model's
+parameters (``si``: ``lora``, ``adapter``; ``rwalk``: those and ``cope``);
+``mir`` scores samples with a per-sample criterion, which ``cope``'s PPP loss
+does not have.
 
 ``ewc`` (in :mod:`kta_plugins.registry`) keeps Avalanche's Fisher estimate: the
 square of each *minibatch-mean* gradient, averaged over minibatches, not the
@@ -34,12 +54,19 @@ from __future__ import annotations
 
 from typing import Optional
 
+import copy
+
 import torch
+from avalanche.models.dynamic_optimizers import reset_optimizer
+from avalanche.models.utils import avalanche_forward
 from avalanche.training import plugins as av
 
 from .base import check_int, check_positive, check_range, check_type, register_plugin
+from .compose import add_loss_term, assemble_optimizer, composes
+from .nn.tap import suspended
 
-__all__ = ["SynapticIntelligence", "RWalk", "GSSGreedy", "CoPE", "AVALANCHE_PLUGINS"]
+__all__ = ["SynapticIntelligence", "RWalk", "GSSGreedy", "CoPE", "MIR", "RAR", "FromScratch", "LFL",
+           "AVALANCHE_PLUGINS"]
 
 
 # ---------------------------------------------------------------- fixed subclasses
@@ -57,6 +84,9 @@ class SynapticIntelligence(av.SynapticIntelligencePlugin):
     theta*_i)^2``), except that negative importances are set to 0 (Avalanche
     keeps them, and their negative penalty diverges).
     """
+
+    #: importances are kept per parameter name: a plugin that renames parameters cannot join
+    refuses_roles = {"layer-surgery": f"{__qualname__} keeps importances by parameter name, which they rename"}
 
     def _copy(self, data):
         for name in data:
@@ -90,6 +120,8 @@ class RWalk(av.RWalkPlugin):
       previous mode is restored.
     """
 
+    refuses_roles = {"renames-parameters": f"{__qualname__} keeps importances by parameter name, which they rename"}
+
     def _update_grad(self, strategy):
         was_training = strategy.model.training
         super()._update_grad(strategy)
@@ -108,8 +140,9 @@ class RWalk(av.RWalkPlugin):
 
 class GSSGreedy(av.GSS_greedyPlugin):
     """Avalanche's ``GSS_greedyPlugin`` (Aljundi et al. 2019) whose buffer takes the input shape of the
-    first training experience (Avalanche needs ``input_size`` at construction), and which does not
-    crash (``max()`` of an empty sequence) when the memory holds fewer samples than one batch."""
+    first training experience (Avalanche needs ``input_size`` at construction), which does not
+    crash (``max()`` of an empty sequence) when the memory holds fewer samples than one batch, and
+    whose gradient forwards are scoped (other plugins' feature taps keep the current minibatch)."""
 
     def before_training_exp(self, strategy, **kwargs):
         if self.ext_mem_list_x.dim() == 1:  # input_size was not given: allocate from the data
@@ -125,10 +158,27 @@ class GSSGreedy(av.GSS_greedyPlugin):
             return 0.0, torch.zeros(0, sum(grad_dims), device=self.ext_mem_list_x.device)
         return super().get_batch_sim(strategy, grad_dims, batch_x, batch_y)
 
+    def get_each_batch_sample_sim(self, strategy, grad_dims, mem_grads, batch_x, batch_y):
+        # The same empty max() while the memory fills up: no subset to compare with; score the samples
+        # 0.1, as Avalanche scores the very first insertion.
+        if mem_grads.shape[0] == 0:
+            return torch.full((batch_x.size(0),), 0.1, device=strategy.device)
+        return super().get_each_batch_sample_sim(strategy, grad_dims, mem_grads, batch_x, batch_y)
+
+    def after_forward(self, strategy, **kwargs):
+        # its per-sample gradient forwards (memory subsets, each new sample) are extra forwards:
+        # scoped, so other plugins' feature taps keep the current minibatch
+        with suspended(strategy.model):
+            super().after_forward(strategy, **kwargs)
+
 
 class CoPE(av.CoPEPlugin):
     """Avalanche's ``CoPEPlugin`` (De Lange & Tuytelaars 2021); ``p_size`` (the size of the model's
-    output embedding) defaults to the model's number of outputs."""
+    output embedding) defaults to the model's number of outputs. It replaces the model's outputs by
+    prototype similarities from the first step on (``modifies_model``)."""
+
+    modifies_model = True
+    roles = ("renames-parameters", "replaces-criterion")
 
     def before_training(self, strategy, **kwargs):
         if self.p_size is None:
@@ -137,6 +187,83 @@ class CoPE(av.CoPEPlugin):
                 raise ValueError("p_size: the model has no nn.Linear output layer; give p_size")
             self.p_size = linears[-1].out_features
         super().before_training(strategy, **kwargs)
+
+
+class MIR(av.MIRPlugin):
+    """Avalanche's ``MIRPlugin`` (Aljundi et al. 2019) made to compose.
+
+    Per iteration: a virtual SGD step ``theta' = theta - lr * grad L(batch)`` on a copy of the model;
+    from ``subsample`` memory samples, replay the ``batch_size_mem`` whose loss grows most under the
+    virtual step (``L(theta') - L(theta)``), as ledger term ``"replay"``. The same computation as
+    Avalanche's ``before_backward``, except that (1) the virtual step differentiates only parameters
+    with ``requires_grad`` (frozen ones stay), (2) every forward on other inputs is scoped, so other
+    plugins' feature taps keep the current minibatch, (3) the loss is added through the ledger.
+    """
+
+    refuses_roles = {"replaces-criterion": "MIR scores memory samples with the criterion per sample "
+                                           "(reduction='none'), which that loss does not have"}
+    #: the virtual step moves only the parameters that train: next to a freezing plugin the chosen
+    #: samples (and so the "replay" term) differ by design (kta_plugins.testing.check_composition)
+    terms_read_roles = {"freezes-layers": "its virtual step moves only the parameters that train"}
+
+    def before_backward(self, strategy, **kwargs):
+        if self.replay_loader is None:
+            return
+        x, y, t = (v.to(strategy.device) for v in next(self.replay_loader)[:3])
+        model = strategy.model
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(strategy.loss, [p for _, p in named], retain_graph=True, allow_unused=True)
+        lr = strategy.optimizer.param_groups[0]["lr"]
+        with suspended(model):
+            virtual = copy.deepcopy(model)
+            vparams = dict(virtual.named_parameters())
+            for (n, _), g in zip(named, grads):
+                if g is not None:
+                    vparams[n].data = vparams[n].data - lr * g
+            with torch.no_grad():
+                crit = strategy._criterion
+                old_reduction, crit.reduction = crit.reduction, "none"
+                try:
+                    diff = crit(avalanche_forward(virtual, x, t), y) - crit(avalanche_forward(model, x, t), y)
+                finally:
+                    crit.reduction = old_reduction
+            chosen = torch.argsort(diff)[len(x) - self.batch_size_mem:]
+            replay = strategy._criterion(avalanche_forward(model, x[chosen], t[chosen]), y[chosen])
+        add_loss_term(strategy, "replay", replay, owner=self)
+
+
+class RAR(av.RARPlugin):
+    """Avalanche's ``RARPlugin`` (Kumari et al. 2022) whose extra forwards (the adversarial copy, the
+    replayed batch) are scoped, so other plugins' feature taps keep the current minibatch."""
+
+    def before_backward(self, strategy, **kwargs):
+        with suspended(strategy.model):
+            super().before_backward(strategy, **kwargs)
+
+
+class FromScratch(av.FromScratchTrainingPlugin):
+    """Avalanche's ``FromScratchTrainingPlugin``; on a composing strategy the optimizer is reset by
+    re-assembling it (Avalanche's ``reset_optimizer`` refuses more than one parameter group)."""
+
+    def before_training_exp(self, strategy, *args, **kwargs):
+        reset, self.reset_optimizer = self.reset_optimizer, False
+        try:
+            super().before_training_exp(strategy, *args, **kwargs)
+        finally:
+            self.reset_optimizer = reset
+        if reset:
+            if composes(strategy):
+                assemble_optimizer(strategy, reset_state=True)
+            else:
+                reset_optimizer(strategy.optimizer, strategy.model)
+
+
+class LFL(av.LFLPlugin):
+    """Avalanche's ``LFLPlugin``: it freezes the model's last layer after each experience, so it
+    refuses plugins that train only that layer."""
+
+    refuses_roles = {"freezes-layers": "LFL freezes the last layer after each experience, so little or "
+                                       "nothing would train"}
 
 
 # ---------------------------------------------------------------- factories
@@ -196,7 +323,7 @@ def gdumb(mem_size: int = 200):
 def lfl(lambda_e: float = 1.0):
     """Less-Forgetful Learning (Jung et al. 2016): keep the features close to the previous model's."""
     check_positive("lambda_e", lambda_e, strict=False)
-    return av.LFLPlugin(lambda_e=lambda_e)
+    return LFL(lambda_e=lambda_e)
 
 
 @register_plugin("mir")
@@ -205,7 +332,7 @@ def mir(batch_size_mem: int = 10, mem_size: int = 200, subsample: int = 200):
     check_int("batch_size_mem", batch_size_mem, minimum=1)
     check_int("mem_size", mem_size, minimum=1)
     check_int("subsample", subsample, minimum=1)
-    return av.MIRPlugin(batch_size_mem=batch_size_mem, mem_size=mem_size, subsample=subsample)
+    return MIR(batch_size_mem=batch_size_mem, mem_size=mem_size, subsample=subsample)
 
 
 @register_plugin("gss-greedy")
@@ -241,7 +368,7 @@ def rar(batch_size_mem: int = 10, mem_size: int = 200, opt_lr: float = 0.1, use_
     check_positive("decay_factor_fgsm", decay_factor_fgsm)
     check_positive("epsilon_fgsm", epsilon_fgsm, strict=False)
     check_int("iter_fgsm", iter_fgsm, minimum=1)
-    return av.RARPlugin(batch_size_mem=batch_size_mem, mem_size=mem_size, opt_lr=opt_lr,
+    return RAR(batch_size_mem=batch_size_mem, mem_size=mem_size, opt_lr=opt_lr,
                         use_adversarial_replay=use_adversarial_replay, beta_coef=beta_coef,
                         decay_factor_fgsm=decay_factor_fgsm, epsilon_fgsm=epsilon_fgsm, iter_fgsm=iter_fgsm)
 
@@ -250,7 +377,7 @@ def rar(batch_size_mem: int = 10, mem_size: int = 200, opt_lr: float = 0.1, use_
 def from_scratch(reset_optimizer: bool = True):
     """Re-initialise the model before each experience (Avalanche's FromScratchTrainingPlugin): a reference."""
     check_type("reset_optimizer", reset_optimizer, bool)
-    return av.FromScratchTrainingPlugin(reset_optimizer=reset_optimizer)
+    return FromScratch(reset_optimizer=reset_optimizer)
 
 
 #: The Avalanche plugins registered here: KTA name -> Avalanche class.

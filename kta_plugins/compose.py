@@ -64,6 +64,10 @@ ROLES = {
     "loss-arbitration": "re-weight or arbitrate between the loss terms (multi-task weighting / gradient surgery)",
     "layer-surgery": "replace the model's layers with wrapped ones and choose which parameters train "
                      "(LoRA / adapters)",
+    # not exclusive (several may combine); other plugins may refuse them (``refuses_roles``)
+    "freezes-layers": "freeze part of the model and train the rest",
+    "renames-parameters": "change the model's parameter names (wrapped or replaced layers)",
+    "replaces-criterion": "replace the strategy's criterion with their own loss",
 }
 
 
@@ -216,8 +220,17 @@ def finalize_loss(plugin, strategy) -> None:
         plugin.finalize_loss(strategy)
 
 
+def _roles(plugin):
+    roles = set(getattr(plugin, "roles", ()))
+    if getattr(plugin, "exclusive_role", None) is not None:
+        roles.add(plugin.exclusive_role)
+    return roles
+
+
 def check_roles(plugins: Iterable) -> None:
-    """Refuse two plugins that claim the same exclusive role (``exclusive_role``), naming both."""
+    """Refuse, naming both, two plugins that claim the same exclusive role (``exclusive_role``), or a
+    plugin whose ``refuses_roles`` (``{role: why}``) names a role another plugin has (``roles``)."""
+    plugins = list(plugins)
     seen = {}
     for p in plugins:
         role = getattr(p, "exclusive_role", None)
@@ -227,6 +240,12 @@ def check_roles(plugins: Iterable) -> None:
             raise ValueError(f"plugins {plugin_name(seen[role])} and {plugin_name(p)} cannot be combined: "
                              f"both {ROLES.get(role, role)}; keep one of them")
         seen[role] = p
+    for p in plugins:
+        for role, why in getattr(p, "refuses_roles", {}).items():
+            for q in plugins:
+                if q is not p and role in _roles(q):
+                    raise ValueError(f"plugins {plugin_name(p)} and {plugin_name(q)} cannot be combined: "
+                                     f"{plugin_name(q)} plugins {ROLES.get(role, role)}, and {why}; keep one of them")
 
 
 # ------------------------------------------------------------------------------------------ forwards
@@ -428,19 +447,25 @@ class ComposeMixin:
         super().backward()
 
     def _track_terms(self, ledger):
+        # detached tensors, summed on the device: no host sync per iteration (reading converts)
         terms = ledger.contributions() if ledger is not None else {CRITERION: self.loss}
-        terms = {n: float(v.detach().sum()) if isinstance(v, torch.Tensor) else float(v) for n, v in terms.items()}
-        terms["total"] = float(self.loss.detach().sum())
-        self.loss_terms = terms
+        terms = {n: v.detach().sum() if isinstance(v, torch.Tensor) else float(v) for n, v in terms.items()}
+        terms["total"] = self.loss.detach().sum()
+        self._kta_last_terms = terms
         sums = self.__dict__.setdefault("_kta_term_sums", {})
         for n, v in terms.items():
             s, c = sums.get(n, (0.0, 0))
             sums[n] = (s + v, c + 1)
 
+    @property
+    def loss_terms(self) -> Dict[str, float]:
+        """This iteration's terms ``{name: weight * value}`` plus ``"total"`` (``track_loss_terms``)."""
+        return {n: float(v) for n, v in self.__dict__.get("_kta_last_terms", {}).items()}
+
     def loss_term_means(self, reset: bool = True) -> Dict[str, float]:
         """Mean of each loss term over the iterations since the last call (``track_loss_terms``)."""
         sums = self.__dict__.get("_kta_term_sums", {})
-        out = {n: s / c for n, (s, c) in sums.items() if c}
+        out = {n: float(s) / c for n, (s, c) in sums.items() if c}
         if reset:
             self._kta_term_sums = {}
         return out
@@ -461,4 +486,5 @@ class ComposeMixin:
         state = self.__dict__.copy()
         state.pop("_kta_ledger", None)
         state.pop("_kta_criterion", None)
+        state.pop("_kta_last_terms", None)
         return state

@@ -160,7 +160,7 @@ def _cmd_run(args) -> int:
 
     from . import distributed
     from .runs import NonFiniteLoss, import_extensions, probe_run, run_hash, run as run_training, SETTINGS
-    from .results import format_report
+    from .results import format_loss_terms, format_report
 
     settings = {k: values[k] for k in SETTINGS}
     scenario, strategy, plugins, seed = values["scenario"], values["strategy"], values["plugins"], values["seed"]
@@ -220,6 +220,8 @@ def _cmd_run(args) -> int:
         result["data_parallel"] = {"world_size": int(os.environ["WORLD_SIZE"]), "batch_size_per_rank": settings["batch_size"]}
         title += f" | data-parallel, {result['data_parallel']['world_size']} ranks x batch {settings['batch_size']}"
     print(format_report(np.array(result["accuracy_matrix"]), title=title, joint=result["joint"]))
+    if any(set(r) - {"experience", "criterion", "total"} for r in result.get("loss_terms", ())):
+        print("\n" + format_loss_terms(result["loss_terms"]))
     if "drift_split" in result:
         from .drift import format_drift
 

@@ -66,42 +66,56 @@ class DomainAdaptation(Naive):
         target: unlabeled target inputs (default: the benchmark's ``target_unlabeled``).
         layer: the aligned layer (default ``"features"``).
         weight: weight of the alignment loss (default: the plugin's own default).
-        lambda_max: DANN / CDAN final reversal coefficient (default: the plugin's, 1.0).
-        head_lr: DANN / CDAN domain-classifier learning rate (default: the optimizer's).
-        entropy: CDAN+E entropy conditioning (default False).
+        method_args: the method plugin's other arguments, as in :class:`strategies.Distill`, e.g.
+            ``{"lambda_max": 0.5, "head_lr": 0.01}`` for DANN, ``{"entropy": True}`` for CDAN,
+            ``{"kernel_num": 3}`` for MMD (see each plugin's docstring).
         guards: what the plugin's collapse guards do: ``"warn"`` (default), ``"error"`` or ``"off"``
             (:mod:`kta_plugins.adapt.guards`).
         stream: align each new domain with a buffer of the previous ones (default False).
         buffer_size: that buffer's size (default 200).
         replay: stream mode: also replay the labeled buffer samples' cross-entropy (default True).
         **kwargs: KTA strategy arguments (``model=``, ``optimizer=``, ``train_epochs=``, ``plugins=`` ...).
+
+    An argument the chosen method does not take (``head_lr`` with ``"coral"``, ``entropy`` with
+    ``"dann"``) is a ``ValueError`` naming it, not silently ignored. ``lambda_max=``, ``head_lr=``
+    and ``entropy=`` given directly are deprecated aliases of ``method_args`` (one release).
     """
 
     def __init__(self, *, method: str = "dann", target=None, layer: str = "features", weight: Optional[float] = None,
-                 lambda_max: Optional[float] = None, head_lr: Optional[float] = None, entropy: bool = False,
-                 guards: str = "warn",
+                 method_args: Optional[dict] = None, guards: str = "warn",
                  stream: bool = False, buffer_size: int = 200, replay: bool = True, seed: int = 0,
-                 plugins: Optional[Sequence] = None, criterion=None, **kwargs):
+                 plugins: Optional[Sequence] = None, criterion=None,
+                 lambda_max: Optional[float] = None, head_lr: Optional[float] = None, entropy: Optional[bool] = None,
+                 **kwargs):
         check_choice("method", method, [*METHODS, "none"])
         if weight is not None:
             check_positive("weight", weight, strict=False)
-        if lambda_max is not None:
-            check_positive("lambda_max", lambda_max, strict=False)
         check_choice("guards", guards, ["warn", "error", "off"])
-        check_type("entropy", entropy, bool)
         check_int("buffer_size", buffer_size, 1)
+        if method_args is not None and not isinstance(method_args, dict):
+            raise TypeError(f"method_args must be a dict of the plugin's arguments, got {type(method_args).__name__}")
+        method_args = dict(method_args or {})
+        # deprecated aliases (one release): the method's own arguments go in method_args, as in Distill
+        for name, value in (("lambda_max", lambda_max), ("head_lr", head_lr), ("entropy", entropy)):
+            if value is not None:
+                warnings.warn(f"DomainAdaptation({name}=...) is deprecated: pass method_args={{'{name}': ...}}",
+                              DeprecationWarning, stacklevel=2)
+                method_args.setdefault(name, value)
         common = dict(target=target, layer=layer, stream=stream, buffer_size=buffer_size, seed=seed,
                       replay=replay, guards=guards)
         if weight is not None:
             common["weight"] = weight
+        if method == "none" and method_args:
+            raise ValueError(f"method_args: method 'none' takes no arguments, got {sorted(method_args)}")
         own = []
-        if method in ("dann", "cdan"):
-            extra = {"entropy": entropy} if method == "cdan" else {}
-            if lambda_max is not None:
-                extra["lambda_max"] = lambda_max
-            own.append(METHODS[method](head_lr=head_lr, **common, **extra))
-        elif method != "none":
-            own.append(METHODS[method](**common))
+        if method != "none":
+            clash = sorted(set(method_args) & set(common))
+            if clash:
+                raise ValueError(f"method_args: {clash} are DomainAdaptation's own arguments; pass them directly")
+            try:  # an argument the method does not take is an error naming it, never ignored
+                own.append(METHODS[method](**common, **method_args))
+            except TypeError as e:
+                raise ValueError(f"method_args: method {method!r}: {e}") from None
         self.adaptation = own[0] if own else None
         tail = [ImportanceCheck()] if stream else []  # last: runs after the regularizers computed importances
         super().__init__(plugins=[*own, *(plugins or []), *tail], criterion=criterion or MaskedCrossEntropy(),

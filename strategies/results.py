@@ -6,7 +6,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["accuracy_row", "average_accuracy", "forgetting", "bwt", "format_report", "train_and_evaluate"]
+__all__ = ["accuracy_row", "average_accuracy", "forgetting", "bwt", "format_report", "format_loss_terms",
+           "train_and_evaluate"]
 
 _ACC = re.compile(r"^Top1_Acc_Exp/eval_phase/(?P<stream>[^/]+)/Task\d+/Exp(?P<exp>\d+)$")
 
@@ -46,6 +47,23 @@ def bwt(A: np.ndarray) -> float:
     if T < 1 or A.shape[1] < 2 or A.shape[0] != A.shape[1]:
         return float("nan")
     return float(np.mean([A[T, j] - A[j, j] for j in range(T)]))
+
+
+def format_loss_terms(per_experience) -> str:
+    """The mean loss terms of each training experience (``kta run``'s ledger table): one row per
+    experience, one column per term (``criterion``, the plugins' terms, ``other`` for what non-KTA
+    plugins added, ``total``); a term absent in an experience is ``-``."""
+    names = []
+    for row in per_experience:
+        names += [n for n in row if n != "experience" and n not in names and n != "total"]
+    names.append("total")
+    width = max(9, *(len(n) + 1 for n in names))
+    lines = ["Mean loss terms per training experience (weighted, as summed into the loss)",
+             "exp " + "".join(f"{n:>{width}}" for n in names)]
+    for row in per_experience:
+        lines.append(f"{row['experience']:>3} " + "".join(
+            f"{row[n]:>{width}.4f}" if n in row else f"{'-':>{width}}" for n in names))
+    return "\n".join(lines)
 
 
 def format_report(A: np.ndarray, title: Optional[str] = None, joint: bool = False) -> str:

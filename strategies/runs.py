@@ -115,6 +115,9 @@ def atomic_write_text(path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)  # mkstemp creates 0600; give the file the mode open() would
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -695,6 +698,33 @@ def last_frames(e: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------- a whole run
+def loss_term_recorder(strat):
+    """On a composing strategy with plugins, record each training experience's mean loss terms
+    (``kta_plugins.compose``'s ledger: ``criterion``, each plugin's terms, ``total``) in the
+    returned plugin's ``per_experience`` list; ``None`` otherwise."""
+    from avalanche.core import SupervisedPlugin
+
+    if not getattr(strat, "kta_composes", False) or not strat.plugins:
+        return None
+
+    class LossTermRecorder(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.per_experience = []
+
+        def before_training_exp(self, strategy, **kwargs):
+            strategy.loss_term_means(reset=True)  # drop what an earlier phase recorded
+
+        def after_training_exp(self, strategy, **kwargs):
+            self.per_experience.append({"experience": int(strategy.experience.current_experience),
+                                        **strategy.loss_term_means(reset=True)})
+
+    strat.track_loss_terms = True
+    recorder = LossTermRecorder()
+    strat.plugins.append(recorder)
+    return recorder
+
+
 def run(scenario: str = "split-digits", strategy: str = "naive", plugins: Sequence[str] = (), *,
         seed: int = 0, log_dir: Optional[str] = None, progress: Optional[bool] = None, **settings) -> dict:
     """Train ``strategy`` over ``scenario`` (what ``kta run`` does) and return the accuracy matrix, its
@@ -707,6 +737,7 @@ def run(scenario: str = "split-digits", strategy: str = "naive", plugins: Sequen
     resolved = resolve(scenario, strategy, plugins, seed=seed, **{**settings, "model": strat.kta_model_name})
     joint = isinstance(strat, JointTraining)
     extra = {}
+    terms = loss_term_recorder(strat)
     if getattr(bm, "kind", None) == "concept-drift" and not joint:
         # P(y|x) changes: Chaudhry's forgetting mixes forgetting with following the new concept;
         # strategies.drift splits the drop of accuracy into the two.
@@ -721,4 +752,5 @@ def run(scenario: str = "split-digits", strategy: str = "naive", plugins: Sequen
         "run_hash": run_hash(resolved), "resolved": resolved,
         "joint": joint, "accuracy_matrix": A.tolist(), "average_accuracy": average_accuracy(A),
         "forgetting": forgetting(A), "bwt": bwt(A), **extra,
+        **({"loss_terms": terms.per_experience} if terms is not None else {}),
     }

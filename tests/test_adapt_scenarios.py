@@ -86,3 +86,27 @@ def test_domain_adaptation_strategy_runs_a_stream_of_domains():
     assert s.adaptation.buffer_x is not None
     with pytest.raises(ValueError, match="method"):
         DomainAdaptation(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05), method="gan")
+
+
+def test_domain_adaptation_method_args_one_way_and_rejects_what_the_method_does_not_take():
+    from kta_plugins.adapt import DANN
+    from kta_plugins.nn import MLP
+    from strategies.domain_adaptation import DomainAdaptation
+
+    model = MLP((1, 8, 8), 10, hidden=(16,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    s = DomainAdaptation(model=model, optimizer=opt, method="dann", method_args={"lambda_max": 0.5, "head_lr": 0.01})
+    assert isinstance(s.adaptation, DANN) and s.adaptation.lambda_max == 0.5 and s.adaptation.head_lr == 0.01
+    for method, args in [("coral", {"head_lr": 0.1}), ("dann", {"entropy": True}), ("mmd", {"lambda_max": 1.0})]:
+        with pytest.raises(ValueError, match=f"method_args: method '{method}'.*{next(iter(args))}"):
+            DomainAdaptation(model=model, optimizer=opt, method=method, method_args=args)
+    with pytest.raises(ValueError, match="method_args"):
+        DomainAdaptation(model=model, optimizer=opt, method="none", method_args={"weight": 1.0})
+    with pytest.raises(ValueError, match="own arguments"):
+        DomainAdaptation(model=model, optimizer=opt, method="dann", method_args={"layer": "features"})
+    # the old flat arguments: deprecated aliases that warn, naming the new way; still checked
+    with pytest.warns(DeprecationWarning, match="method_args"):
+        s = DomainAdaptation(model=model, optimizer=opt, method="cdan", entropy=True)
+    assert s.adaptation.entropy is True
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="head_lr"):
+        DomainAdaptation(model=model, optimizer=opt, method="coral", head_lr=0.1)

@@ -17,6 +17,25 @@ def test_kta_run_prints_5x5_matrix(capsys):
     assert "average accuracy" in out and "forgetting" in out and "BWT" in out
 
 
+def test_kta_run_prints_each_experiences_loss_terms(capsys, tmp_path):
+    """The ledger's terms (criterion, each plugin's, total) per training experience, printed and in the
+    JSON; the terms of each row add up to its total (the ledger's sum is the loss)."""
+    out = tmp_path / "r.json"
+    argv = ["run", "--scenario", "split-digits", "--plugin", "kd:teacher=previous", "--plugin", "l2sp",
+            "--epochs", "1", "--seed", "0", "--json", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "Mean loss terms per training experience" in text
+    header = next(l for l in text.splitlines() if l.startswith("exp ") and "criterion" in l)
+    assert header.split()[1:] == ["criterion", "l2sp", "kd", "total"]
+    rows = json.loads(out.read_text())["loss_terms"]
+    assert [r["experience"] for r in rows] == [0, 1, 2, 3, 4]
+    assert "kd" not in rows[0] and all("kd" in r for r in rows[1:])  # no previous model on the first experience
+    for r in rows:
+        parts = sum(v for k, v in r.items() if k not in ("experience", "total"))
+        assert r["total"] == pytest.approx(parts, rel=1e-5)
+
+
 def test_replay_clearly_beats_naive():
     naive = run("split-digits", "naive", epochs=1, seed=0, progress=False)
     replay = run("split-digits", "naive", ["replay:mem_size=200"], epochs=1, seed=0, progress=False)

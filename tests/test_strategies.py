@@ -97,7 +97,7 @@ def test_avalanche_plugins_run_on_every_stream(kind, plugin):
 
 
 def test_replay_replaces_the_loader_and_helps(split):
-    from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
+    from scenarios.loaders import TensorMultiLoader
 
     s = _strategy(plugins=[PLUGINS.build("replay:mem_size=200")], train_epochs=3, hidden=256)
     seen = []
@@ -107,7 +107,9 @@ def test_replay_replaces_the_loader_and_helps(split):
         return orig(**kw)
     s.training_epoch = spy
     A_replay = train_and_evaluate(s, split)
-    assert ReplayDataLoader in seen[3:]  # from the second experience on
+    # from the second experience on, Avalanche's ReplayDataLoader is replaced by its
+    # tensor fast-path equivalent (same draws, see docs/fast_path.md)
+    assert TensorMultiLoader in seen[3:]
     A_naive = train_and_evaluate(_strategy(train_epochs=3, hidden=256), split)
     assert A_replay[-1].mean() > A_naive[-1].mean() + 0.05  # Avalanche's own Naive + replay: 27.9% here
 

@@ -1,4 +1,5 @@
 """Per-sample caching of a fixed teacher's outputs (kta_plugins.distill.cache)."""
+import pytest
 import torch
 from torch import nn
 
@@ -95,3 +96,13 @@ def test_feature_distiller_with_cached_teacher_trains_as_without():
     assert plugin._teacher_cache.hits > 0 and plugin._teacher_cache.misses == 0
     for a, b in zip(plain.parameters(), cached.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_every_distiller_takes_cache_teacher_as_an_argument():
+    from kta_plugins.registry import PLUGINS
+
+    for name in ("kd", "fitnets", "attention", "rkd", "dkd", "pkt"):
+        assert PLUGINS.build(f"{name}:cache_teacher=true").cache_teacher is True
+        assert PLUGINS.build(name).cache_teacher is False
+        with pytest.raises(TypeError, match="cache_teacher"):
+            PLUGINS.get(name)(cache_teacher="yes")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import itertools
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +28,7 @@ def main(argv=None) -> int:
     import torch
 
     from kta_plugins.testing import check_composition, registry_factories
+    from strategies.runs import atomic_write_text
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -93,10 +92,7 @@ def main(argv=None) -> int:
         print(text)
         return 0
     out = Path(args.out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".composition-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
     print(f"wrote {out}: {dict(counts)}")
     return 0 if not counts["failed"] else 1
 

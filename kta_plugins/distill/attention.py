@@ -85,6 +85,8 @@ class AttentionTransfer(DistillationPlugin):
         beta: weight (default 1000, the paper's).
         p: activation power (default 2).
         resize: pool maps of different sizes to the smaller one (default False).
+        cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
+            minibatch (default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).
 
     Example:
         >>> from kta_plugins.distill import AttentionTransfer
@@ -97,8 +99,9 @@ class AttentionTransfer(DistillationPlugin):
     feature_layers = True
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: str = "features",
-                 teacher_layer: Optional[str] = None, beta: float = 1000.0, p: float = 2.0, resize: bool = False):
-        super().__init__(teacher, student_layer, teacher_layer)
+                 teacher_layer: Optional[str] = None, beta: float = 1000.0, p: float = 2.0, resize: bool = False,
+                 cache_teacher: bool = False):
+        super().__init__(teacher, student_layer, teacher_layer, cache_teacher=cache_teacher)
         self.beta = check_positive("beta", beta, strict=False)
         self.loss_fn = AttentionTransferLoss(p=p, resize=resize)
 

@@ -99,6 +99,8 @@ class DKD(DistillationPlugin):
             (the authors' schedule, 20 on CIFAR-100; default 0: no ramp). Only
             epochs that distil count: with ``teacher="previous"`` the first
             experience has no teacher.
+        cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
+            minibatch (default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).
 
     Example:
         >>> from kta_plugins.distill import DKD
@@ -108,8 +110,8 @@ class DKD(DistillationPlugin):
     """
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, alpha: float = 1.0, beta: float = 8.0,
-                 temperature: float = 4.0, warmup_epochs: int = 0):
-        super().__init__(teacher)
+                 temperature: float = 4.0, warmup_epochs: int = 0, cache_teacher: bool = False):
+        super().__init__(teacher, cache_teacher=cache_teacher)
         self.loss_fn = DKDLoss(alpha=alpha, beta=beta, temperature=temperature)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
         self.epochs_seen = 0

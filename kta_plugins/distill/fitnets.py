@@ -87,6 +87,8 @@ class FitNets(DistillationPlugin):
         regressor: learn a regressor when widths differ (default True); with
             False, different widths are an error.
         regressor_lr: learning rate of the regressor (default: the optimizer's).
+        cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
+            minibatch (default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).
 
     Example:
         >>> from kta_plugins.distill import FitNets
@@ -101,8 +103,8 @@ class FitNets(DistillationPlugin):
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: str = "features",
                  teacher_layer: Optional[str] = None, beta: float = 1.0, regressor: bool = True,
-                 regressor_lr: Optional[float] = None):
-        super().__init__(teacher, student_layer, teacher_layer)
+                 regressor_lr: Optional[float] = None, cache_teacher: bool = False):
+        super().__init__(teacher, student_layer, teacher_layer, cache_teacher=cache_teacher)
         self.beta = check_positive("beta", beta, strict=False)
         self.use_regressor = check_type("regressor", regressor, bool)
         self.regressor_lr = None if regressor_lr is None else check_positive("regressor_lr", regressor_lr)

@@ -71,6 +71,8 @@ class KD(DistillationPlugin):
             student at the end of the previous experience; default).
         temperature: ``T`` (default 4.0).
         alpha: weight of the soft term in ``[0, 1]`` (default 0.9).
+        cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
+            minibatch (default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).
 
     Example:
         >>> from kta_plugins.distill import KD
@@ -80,8 +82,9 @@ class KD(DistillationPlugin):
         >>> # command line: kta run --plugin kd:teacher=previous,temperature=2
     """
 
-    def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, temperature: float = 4.0, alpha: float = 0.9):
-        super().__init__(teacher)
+    def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, temperature: float = 4.0, alpha: float = 0.9,
+                 cache_teacher: bool = False):
+        super().__init__(teacher, cache_teacher=cache_teacher)
         self.loss_fn = KDLoss(temperature=temperature, alpha=alpha)
         self.temperature, self.alpha = temperature, alpha
 

@@ -67,6 +67,8 @@ class PKT(DistillationPlugin):
         student_layer: student module (default ``"features"``).
         teacher_layer: teacher module (default: ``student_layer``).
         beta: weight (default 30000).
+        cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
+            minibatch (default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).
 
     Example:
         >>> from kta_plugins.distill import PKT
@@ -79,8 +81,9 @@ class PKT(DistillationPlugin):
     feature_layers = True
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: str = "features",
-                 teacher_layer: Optional[str] = None, beta: float = 30000.0):
-        super().__init__(teacher, student_layer, teacher_layer)
+                 teacher_layer: Optional[str] = None, beta: float = 30000.0,
+                 cache_teacher: bool = False):
+        super().__init__(teacher, student_layer, teacher_layer, cache_teacher=cache_teacher)
         self.beta = check_positive("beta", beta, strict=False)
         self.loss_fn = PKTLoss()
 

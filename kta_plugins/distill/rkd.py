@@ -100,6 +100,8 @@ class RKD(DistillationPlugin):
         distance_weight: ``lambda_D`` (default 25).
         angle_weight: ``lambda_A`` (default 50).
         beta: overall weight (default 1.0).
+        cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
+            minibatch (default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).
 
     Example:
         >>> from kta_plugins.distill import RKD
@@ -113,8 +115,8 @@ class RKD(DistillationPlugin):
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: str = "features",
                  teacher_layer: Optional[str] = None, distance_weight: float = 25.0, angle_weight: float = 50.0,
-                 beta: float = 1.0):
-        super().__init__(teacher, student_layer, teacher_layer)
+                 beta: float = 1.0, cache_teacher: bool = False):
+        super().__init__(teacher, student_layer, teacher_layer, cache_teacher=cache_teacher)
         self.beta = check_positive("beta", beta, strict=False)
         self.loss_fn = RKDLoss(distance_weight=distance_weight, angle_weight=angle_weight)
 

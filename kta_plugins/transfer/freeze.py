@@ -124,6 +124,8 @@ class Freeze(KTAPlugin):
         >>> strategy.train(bm.train_stream[0])    # only model.classifier changes
     """
 
+    roles = ("freezes-layers",)  # kta_plugins.compose.check_roles
+
     state_attrs = ("frozen",)
     #: ``check_plugin`` freezes the default MLP's backbone and trains its head (the default
     #: ``patterns=["*"]`` freezes every parameter, leaving nothing to train).

@@ -38,6 +38,8 @@ class GradualUnfreeze(KTAPlugin):
         >>> strategy = Naive(model=model, optimizer=opt, train_epochs=3, plugins=[gu])
     """
 
+    roles = ("freezes-layers",)  # kta_plugins.compose.check_roles
+
     state_attrs = ("experiences_seen", "stage")
 
     def __init__(self, groups: Optional[Sequence[str]] = None, every: int = 1,

@@ -14,6 +14,7 @@ class _Injector(KTAPlugin):
     kind = "lora"
     #: one layer-rewriting plugin per strategy (kta_plugins.compose.check_roles)
     exclusive_role = "layer-surgery"
+    roles = ("renames-parameters",)
     #: it rewrites layers before the first step: other plugins' terms legitimately change (new
     #: parameters, new names), so check_composition does not compare them with their solo values
     modifies_model = True

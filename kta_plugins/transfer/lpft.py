@@ -33,6 +33,8 @@ class LPFT(KTAPlugin):
         ...                  plugins=[LPFT(head=["classifier"], probe_epochs=5, ft_lr_scale=0.1)])
     """
 
+    roles = ("freezes-layers",)  # kta_plugins.compose.check_roles
+
     state_attrs = ("phase",)
 
     def __init__(self, head: Sequence[str] = ("classifier",), probe_epochs: int = 1, ft_lr_scale: float = 0.1):
