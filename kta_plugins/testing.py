@@ -139,32 +139,8 @@ class _LossRecorder(SupervisedPlugin):
 
 
 def _make_strategy(plugin, model, seed):
-    from avalanche.training.plugins import EvaluationPlugin
-    from avalanche.training.templates import SupervisedTemplate
-
-    from scenarios.loaders import TensorBatchLoader, tensor_view
-
     recorder = _LossRecorder()
-
-    from kta_plugins.compose import ComposeMixin
-
-    class _Tiny(ComposeMixin, SupervisedTemplate):
-        """Avalanche's template with KTA's meeting points and a seeded tensor loader
-        (kta_plugins may not import strategies)."""
-
-        def make_train_dataloader(self, shuffle=True, **kw):
-            fields = tensor_view(self.adapted_dataset)
-            if fields is None:
-                return super().make_train_dataloader(shuffle=shuffle, **kw)
-            self.dataloader = TensorBatchLoader(fields, self.train_mb_size, shuffle, self._gen)
-
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        s = _Tiny(model=model, optimizer=opt, train_mb_size=32, train_epochs=1, eval_mb_size=128,
-                  plugins=[plugin, recorder], evaluator=EvaluationPlugin(loggers=[]))
-    s._gen = torch.Generator().manual_seed(seed)
-    return s, recorder
+    return _make_strategy_list([plugin, recorder], model, seed)[0], recorder
 
 
 def _run(plugin_factory, model_factory, stream, seed, n_exps=None):
@@ -764,7 +740,8 @@ def _compose_run(factories, model_factory, stream, seed, join_at=None, save_afte
 
 
 def _make_strategy_list(plugins, model, seed):
-    """Like ``_make_strategy`` but with a list of plugins (no loss recorder)."""
+    """A tiny strategy (``(strategy, None)``): Avalanche's template with KTA's meeting points and a
+    seeded tensor loader (kta_plugins may not import strategies)."""
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.templates import SupervisedTemplate
 
