@@ -92,7 +92,13 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                       ['resize',
                                        'bool',
                                        'False',
-                                       'pool maps of different sizes to the smaller one (default False).']],
+                                       'pool maps of different sizes to the smaller one (default False).'],
+                                      ['cache_teacher',
+                                       'bool',
+                                       'False',
+                                       "look a fixed teacher's outputs up per sample instead of running it on every "
+                                       'minibatch (default False; see '
+                                       ':class:`~kta_plugins.distill.base.DistillationPlugin`).']],
                           'summary': 'Attention transfer (Zagoruyko & Komodakis 2017) as an Avalanche plugin.'},
             'cagrad': {'help': 'CAGrad (Liu, Liu, Jin, Stone & Liu, "Conflict-Averse Gradient Descent for Multi-task '
                                'Learning",...',
@@ -280,7 +286,13 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                  'ramp the DKD weight linearly over this many training epochs, ``min(epoch / '
                                  "warmup_epochs, 1)`` with epochs counted from 1 (the authors' schedule, 20 on "
                                  'CIFAR-100; default 0: no ramp). Only epochs that distil count: with '
-                                 '``teacher="previous"`` the first experience has no teacher.']],
+                                 '``teacher="previous"`` the first experience has no teacher.'],
+                                ['cache_teacher',
+                                 'bool',
+                                 'False',
+                                 "look a fixed teacher's outputs up per sample instead of running it on every "
+                                 'minibatch (default False; see '
+                                 ':class:`~kta_plugins.distill.base.DistillationPlugin`).']],
                     'summary': 'Decoupled KD (Zhao et al. 2022) from a teacher, as an Avalanche plugin.'},
             'dwa': {'help': 'Dynamic Weight Average (Liu, Johns & Davison, CVPR 2019, "End-to-end multi-task learning '
                             'with...',
@@ -444,7 +456,13 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                     ['regressor_lr',
                                      'Optional[float]',
                                      'None',
-                                     "learning rate of the regressor (default: the optimizer's)."]],
+                                     "learning rate of the regressor (default: the optimizer's)."],
+                                    ['cache_teacher',
+                                     'bool',
+                                     'False',
+                                     "look a fixed teacher's outputs up per sample instead of running it on every "
+                                     'minibatch (default False; see '
+                                     ':class:`~kta_plugins.distill.base.DistillationPlugin`).']],
                         'summary': 'FitNets hint training (Romero et al. 2015) as an Avalanche plugin.'},
             'freeze': {'help': 'freeze parameters by name/pattern (linear probing, partial fine-tuning)',
                        'limit': None,
@@ -549,7 +567,12 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                 'an ``nn.Module``, a checkpoint path, or ``"previous"`` (the student at the end of the '
                                 'previous experience; default).'],
                                ['temperature', 'float', '4.0', '``T`` (default 4.0).'],
-                               ['alpha', 'float', '0.9', 'weight of the soft term in ``[0, 1]`` (default 0.9).']],
+                               ['alpha', 'float', '0.9', 'weight of the soft term in ``[0, 1]`` (default 0.9).'],
+                               ['cache_teacher',
+                                'bool',
+                                'False',
+                                "look a fixed teacher's outputs up per sample instead of running it on every minibatch "
+                                '(default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).']],
                    'summary': 'Logit distillation (Hinton et al. 2015) from a teacher, as an Avalanche plugin.'},
             'kl-anchor': {'help': 'KL anchoring (Phan et al. 2020): (1-a) CE + a KL(source || model)',
                           'limit': None,
@@ -750,7 +773,13 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                  'Optional[str]',
                                  'None',
                                  'teacher module (default: ``student_layer``).'],
-                                ['beta', 'float', '30000.0', 'weight (default 30000).']],
+                                ['beta', 'float', '30000.0', 'weight (default 30000).'],
+                                ['cache_teacher',
+                                 'bool',
+                                 'False',
+                                 "look a fixed teacher's outputs up per sample instead of running it on every "
+                                 'minibatch (default False; see '
+                                 ':class:`~kta_plugins.distill.base.DistillationPlugin`).']],
                     'summary': 'Probabilistic knowledge transfer (Passalis & Tefas 2018) as an Avalanche plugin.'},
             'rar': {'help': 'Retrospective Adversarial Replay (Kumari et al. 2022): replay with adversarially '
                             'perturbed...',
@@ -789,7 +818,13 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                  'teacher module (default: ``student_layer``).'],
                                 ['distance_weight', 'float', '25.0', '``lambda_D`` (default 25).'],
                                 ['angle_weight', 'float', '50.0', '``lambda_A`` (default 50).'],
-                                ['beta', 'float', '1.0', 'overall weight (default 1.0).']],
+                                ['beta', 'float', '1.0', 'overall weight (default 1.0).'],
+                                ['cache_teacher',
+                                 'bool',
+                                 'False',
+                                 "look a fixed teacher's outputs up per sample instead of running it on every "
+                                 'minibatch (default False; see '
+                                 ':class:`~kta_plugins.distill.base.DistillationPlugin`).']],
                     'summary': 'Relational KD (Park et al. 2019), distance + angle, as an Avalanche plugin.'},
             'rwalk': {'help': 'Riemannian Walk (Chaudhry et al. 2018): online Fisher + path-integral importance.',
                       'limit': None,
@@ -1205,20 +1240,13 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                                  'Optional[float]',
                                                  'None',
                                                  "weight of the alignment loss (default: the plugin's own default)."],
-                                                ['lambda_max',
-                                                 'Optional[float]',
+                                                ['method_args',
+                                                 'Optional[dict]',
                                                  'None',
-                                                 "DANN / CDAN final reversal coefficient (default: the plugin's, "
-                                                 '1.0).'],
-                                                ['head_lr',
-                                                 'Optional[float]',
-                                                 'None',
-                                                 'DANN / CDAN domain-classifier learning rate (default: the '
-                                                 "optimizer's)."],
-                                                ['entropy',
-                                                 'bool',
-                                                 'False',
-                                                 'CDAN+E entropy conditioning (default False).'],
+                                                 "the method plugin's other arguments, as in "
+                                                 ':class:`strategies.Distill`, e.g. ``{"lambda_max": 0.5, "head_lr": '
+                                                 '0.01}`` for DANN, ``{"entropy": True}`` for CDAN, ``{"kernel_num": '
+                                                 "3}`` for MMD (see each plugin's docstring)."],
                                                 ['guards',
                                                  'str',
                                                  "'warn'",
@@ -1235,7 +1263,10 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                                  'True',
                                                  "stream mode: also replay the labeled buffer samples' cross-entropy "
                                                  '(default True).'],
-                                                ['criterion', 'any', 'None', '']],
+                                                ['criterion', 'any', 'None', ''],
+                                                ['lambda_max', 'Optional[float]', 'None', ''],
+                                                ['head_lr', 'Optional[float]', 'None', ''],
+                                                ['entropy', 'Optional[bool]', 'None', '']],
                                     'summary': 'Unsupervised domain adaptation: the supervised loss on labeled samples '
                                                'plus one alignment plugin.'},
               'er-ace': {'help': 'ER-ACE (Caccia et al. 2022): replay with an asymmetric cross-entropy on the current '
