@@ -14,6 +14,10 @@ out by hand below), Avalanche's ``Naive`` with Avalanche's plugin where Avalanch
   copies, buffers, loaders) and the peak of Python-level allocations (``tracemalloc``), with ratios.
 * ``--stream-length``: KTA ``Naive`` + replay on 5 and on 20 experiences of the same size
   (domain-incremental digits): time per experience of each and their ratio.
+* ``--composition``: the cost of KTA's composition layer (loss ledger, optimizer assembly;
+  ``kta_plugins.compose``): KTA ``Naive`` against the same class with the layer bypassed (Avalanche's
+  ``criterion``/``backward``/``make_optimizer``), without a plugin and with one penalty term added
+  through the ledger vs ``strategy.loss +=``; MLP(128) on split digits, 20 epochs x 5, interleaved.
 
 Workloads (``--workloads``, default all):
 
@@ -31,6 +35,7 @@ pcgrad         MNIST-1D multi-task (digit + scale regression), hard sharing + PC
 =============  ===========================================================================
 
     python examples/benchmarks/speed.py [--quick] [--workloads replay,kd-fixed] [--memory] [--stream-length]
+                                        [--composition]
 """
 from __future__ import annotations
 
@@ -516,6 +521,69 @@ def stream_length(repeats, quick):
               f"20/5: {b20 / b5:.2f}x ({m20 / m5:.2f}x)", flush=True)
 
 
+def composition_overhead(repeats, quick):
+    """KTA ``Naive`` with and without its composition layer (see the module docstring)."""
+    from avalanche.core import SupervisedPlugin
+    from avalanche.training.templates import SupervisedTemplate
+
+    from kta_plugins.compose import add_loss_term
+    from strategies import Naive
+
+    class Bypassed(Naive):  # the same strategy, the composition layer bypassed
+        def criterion(self):
+            return SupervisedTemplate.criterion(self)
+
+        def backward(self):
+            SupervisedTemplate.backward(self)
+
+        def make_optimizer(self, **kw):
+            SupervisedTemplate.make_optimizer(self, **kw)
+
+        def _before_training_exp(self, **kw):
+            SupervisedTemplate._before_training_exp(self, **kw)
+
+    def penalty(model):
+        return sum((p ** 2).sum() for p in model.parameters())
+
+    class Raw(SupervisedPlugin):
+        def before_backward(self, strategy, **kw):
+            strategy.loss = strategy.loss + 1e-4 * penalty(strategy.model)
+
+    class Ledger(SupervisedPlugin):
+        def before_backward(self, strategy, **kw):
+            add_loss_term(strategy, "penalty", penalty(strategy.model), weight=1e-4, owner=self)
+
+    bm = class_incremental("digits", n_experiences=5, seed=0)
+    epochs = 2 if quick else 20
+
+    @_quiet
+    def one(cls, plugin):
+        torch.manual_seed(0)
+        model = MLP(bm.input_shape, bm.n_classes, hidden=(128,))
+        s = cls(model=model, optimizer=_sgd(model), train_mb_size=BS, train_epochs=epochs,
+                plugins=[plugin()] if plugin else [], progress=False)
+        t = time.perf_counter()
+        for exp in bm.train_stream:
+            s.train(exp)
+        return time.perf_counter() - t
+
+    cases = {"no plugin, layer bypassed": (Bypassed, None), "no plugin, KTA": (Naive, None),
+             "a penalty, loss +=, bypassed": (Bypassed, Raw), "a penalty via the ledger, KTA": (Naive, Ledger)}
+    times = {k: [] for k in cases}
+    for k, (cls, plugin) in cases.items():  # warm-up
+        one(cls, plugin)
+    for _ in range(repeats):
+        for k, (cls, plugin) in cases.items():
+            times[k].append(one(cls, plugin))
+    print(f"\ncomposition layer: MLP(128) on split digits, {epochs} epochs x 5, batch {BS}; best of {repeats} (median)")
+    for k, v in times.items():
+        print(f"  {k:<32} {min(v):.3f} s   ({statistics.median(v):.3f} s)")
+    for kta, base in (("no plugin, KTA", "no plugin, layer bypassed"),
+                      ("a penalty via the ledger, KTA", "a penalty, loss +=, bypassed")):
+        print(f"  {kta} / bypassed: {min(times[kta]) / min(times[base]):.2f}x "
+              f"({statistics.median(times[kta]) / statistics.median(times[base]):.2f}x)", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
@@ -524,6 +592,8 @@ def main(argv=None):
     ap.add_argument("--workloads", default=None, help="comma-separated names (default: all)")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory (subprocesses)")
     ap.add_argument("--stream-length", action="store_true", help="also time 5 vs 20 experiences")
+    ap.add_argument("--composition", action="store_true",
+                    help="also time KTA's composition layer (ledger, optimizer assembly) against it bypassed")
     ap.add_argument("--memory-one", nargs=2, metavar=("WORKLOAD", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -534,7 +604,8 @@ def main(argv=None):
         return memory_one(*args.memory_one, args.quick)
     repeats = args.repeats or (3 if args.quick else 5)
     specs = workloads(args.quick)
-    names = args.workloads.split(",") if args.workloads else list(specs)
+    names = args.workloads.split(",") if args.workloads is not None else list(specs)
+    names = [n for n in names if n]  # --workloads "" runs none (e.g. with --composition only)
     unknown = [n for n in names if n not in specs]
     if unknown:
         ap.error(f"--workloads: unknown {unknown}; choose from {list(specs)}")
@@ -544,6 +615,8 @@ def main(argv=None):
             memory(name, specs[name], args.quick, args.threads)
     if args.stream_length:
         stream_length(repeats, args.quick)
+    if args.composition:
+        composition_overhead(repeats, args.quick)
 
 
 if __name__ == "__main__":
