@@ -47,13 +47,13 @@ def offline_methods(teacher):
     return {
         "student alone": lambda: [],
         "kd (T=4, alpha=0.9)": lambda: [KD(teacher, temperature=4.0, alpha=0.9)],
-        "fitnets (beta=1)": lambda: [FitNets(teacher, student_layer="features", teacher_layer="features", beta=1.0)],
-        "attention (beta=1000)": lambda: [AttentionTransfer(teacher, student_layer="features",
+        "fitnets (weight=1)": lambda: [FitNets(teacher, student_layer="features", teacher_layer="features", weight=1.0)],
+        "attention (weight=1000)": lambda: [AttentionTransfer(teacher, student_layer="features",
                                                             teacher_layer="features.4", resize=True)],
         "rkd (25/50)": lambda: [RKD(teacher, student_layer="features", teacher_layer="features")],
         "dkd (1/8, T=4, warmup 5)": lambda: [DKD(teacher, alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=5)],
         "dkd (1/1, T=4)": lambda: [DKD(teacher, alpha=1.0, beta=1.0, temperature=4.0)],
-        "pkt (beta=3e4)": lambda: [PKT(teacher, student_layer="features", teacher_layer="features")],
+        "pkt (weight=3e4)": lambda: [PKT(teacher, student_layer="features", teacher_layer="features")],
     }
 
 
@@ -97,7 +97,7 @@ def continual_methods():
         "naive": lambda: [],
         "avalanche lwf (1, T=2)": lambda: [LwFPlugin(alpha=1.0, temperature=2.0)],
         "kd prev (T=2, a=0.5)": lambda: [KD("previous", temperature=2.0, alpha=0.5)],
-        "fitnets prev (beta=1)": lambda: [FitNets("previous", beta=1.0)],
+        "fitnets prev (weight=1)": lambda: [FitNets("previous", weight=1.0)],
         "attention prev": lambda: [AttentionTransfer("previous")],
         "rkd prev": lambda: [RKD("previous")],
         "dkd prev (1/8, T=4)": lambda: [DKD("previous")],

@@ -70,7 +70,7 @@ def build(row: str, tasks: dict, input_shape, dataset: str, only: str | None = N
         return hard(), [StaticWeights({n: float(n == only) for n in tasks})]
     if row == "soft-sharing":
         net = SoftSharing(tasks, input_shape, tower_factory=(lambda: CNN1d(input_shape, 1).features) if conv else None)
-        return net, [SoftSharingPenalty(strength=1e-3)]
+        return net, [SoftSharingPenalty(weight=1e-3)]
     if row == "cross-stitch":
         return CrossStitch(tasks, input_shape, column_factory=cnn_blocks if conv else None), []
     if row == "mmoe":

@@ -15,13 +15,13 @@ Example (a complete regularizer):
 
     >>> @register_plugin("weight-decay-l1")
     ... class L1(KTAPlugin):
-    ...     '''L1 penalty on all weights: loss += strength * sum |w|.'''
-    ...     def __init__(self, strength: float = 1e-4):
+    ...     '''L1 penalty on all weights: loss += weight * sum |w|.'''
+    ...     def __init__(self, weight: float = 1e-4):
     ...         super().__init__()
-    ...         self.strength = check_positive("strength", strength, strict=False)
+    ...         self.weight = check_positive("weight", weight, strict=False)
     ...     def before_backward(self, strategy, **kwargs):
     ...         add_loss_term(strategy, "weight-decay-l1", sum(p.abs().sum() for p in strategy.model.parameters()),
-    ...                       weight=self.strength, owner=self)
+    ...                       weight=self.weight, owner=self)
 
 Plugins meet the strategy only through the loss ledger, the scoped extra forward and the
 optimizer assembly of :mod:`kta_plugins.compose`.
@@ -33,6 +33,7 @@ import fnmatch
 import math
 import numbers
 import re
+import warnings
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
@@ -44,7 +45,7 @@ from scenarios.registry import Registry
 __all__ = [
     "KTAPlugin", "PLUGINS", "register_plugin", "frozen_copy", "match_modules", "match_parameters",
     "check_type", "check_positive", "check_range", "check_fraction", "check_choice", "check_int",
-    "experience_steps",
+    "experience_steps", "renamed_argument",
 ]
 
 #: Command-line names of plugins: ``kta run --plugin NAME:key=value``.
@@ -82,6 +83,21 @@ def _check_real(name, value):
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
+
+
+def renamed_argument(owner: str, old: str, old_value, new: str, new_value, new_default):
+    """An argument renamed to the vocabulary (docs/design.md), kept one release as a deprecated alias.
+
+    Returns ``(value, name)``: the old argument's value and name when it was given (with a
+    ``DeprecationWarning`` naming the new one), else the new argument's; check the value under the
+    returned name, so errors name the argument the user wrote. Both given: a ``ValueError``.
+    """
+    if old_value is None:
+        return new_value, new
+    if new_value != new_default:
+        raise ValueError(f"{old}: a deprecated alias of {new}; give only {new}")
+    warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=", DeprecationWarning, stacklevel=3)
+    return old_value, old
 
 
 def check_positive(name: str, value, strict: bool = True):

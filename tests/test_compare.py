@@ -31,7 +31,7 @@ def _write(tmp_path, text, name="cfg.yaml"):
 
 def test_kill_midway_and_resume_gives_identical_results(tmp_path):
     """SIGKILL after the second experience's checkpoint; the re-run ends with the uninterrupted numbers."""
-    plugin_cfg = CONFIG.replace('["ewc:ewc_lambda=5"]', '["l2-init:strength=0.001"]')
+    plugin_cfg = CONFIG.replace('["ewc:ewc_lambda=5"]', '["l2-init:weight=0.001"]')
     cfg = _write(tmp_path, plugin_cfg)
     example = str(Path(__file__).parent.parent / "examples" / "my_plugin.py")
     out = tmp_path / "killed"

@@ -68,10 +68,10 @@ def test_plugin_adds_its_loss_to_the_criterion(split, method):
     plugin = {
         "kd": lambda: KD(teacher, temperature=2.0, alpha=0.6),
         "dkd": lambda: DKD(teacher, alpha=1.0, beta=2.0, temperature=3.0),
-        "fitnets": lambda: FitNets(teacher, beta=0.5),
-        "attention": lambda: AttentionTransfer(teacher, beta=10.0, resize=True),
-        "rkd": lambda: RKD(teacher, beta=0.5),
-        "pkt": lambda: PKT(teacher, beta=100.0),
+        "fitnets": lambda: FitNets(teacher, weight=0.5),
+        "attention": lambda: AttentionTransfer(teacher, weight=10.0, resize=True),
+        "rkd": lambda: RKD(teacher, weight=0.5),
+        "pkt": lambda: PKT(teacher, weight=100.0),
     }[method]()
     rec = Recorder(plugin if method == "fitnets" else None)
     s = _strategy(_mlp(), [plugin, rec])
@@ -104,7 +104,7 @@ def test_plugin_adds_its_loss_to_the_criterion(split, method):
 def test_gradients_reach_the_student_only_and_teacher_is_unchanged(split):
     teacher = _mlp(seed=1)
     before = _params(teacher)
-    plugins = [KD(teacher), FitNets(teacher, beta=0.1), RKD(teacher, beta=0.1)]
+    plugins = [KD(teacher), FitNets(teacher, weight=0.1), RKD(teacher, weight=0.1)]
     student = _mlp()
     s_before = _params(student)
     s = _strategy(student, plugins)
@@ -235,7 +235,7 @@ def test_multi_head_kd_term_matches_per_head_hand_computation():
 # ------------------------------------------------------------------ FitNets regressor
 def test_fitnets_regressor_is_trained_and_kept_out_of_the_student(split):
     teacher = _mlp(seed=1, hidden=(48,))
-    fit = FitNets(teacher, beta=1.0)
+    fit = FitNets(teacher, weight=1.0)
     student = _mlp()
     s = _strategy(student, [fit])
     s.train(split.train_stream[0])
@@ -253,7 +253,7 @@ def test_fitnets_regressor_is_trained_and_kept_out_of_the_student(split):
     buf = io.BytesIO()
     torch.save(fit.state_dict(), buf)
     buf.seek(0)
-    fresh = FitNets(teacher, beta=1.0)
+    fresh = FitNets(teacher, weight=1.0)
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert torch.equal(fresh.regressor.weight, reg.weight)
 
@@ -315,7 +315,7 @@ def test_previous_teacher_state_round_trips(split):
     assert all(not q.requires_grad for q in fresh.teacher.parameters())
 
 
-@pytest.mark.parametrize("spec", ["kd:teacher=previous,temperature=2", "fitnets:teacher=previous,beta=0.5",
+@pytest.mark.parametrize("spec", ["kd:teacher=previous,temperature=2", "fitnets:teacher=previous,weight=0.5",
                                   "attention:teacher=previous", "rkd:teacher=previous", "dkd:teacher=previous,beta=2",
                                   "pkt:teacher=previous"])
 def test_command_line_names(spec):
@@ -336,12 +336,12 @@ def test_distill_strategy_end_to_end():
     (lambda: KD(alpha=2.0), "alpha"),
     (lambda: DKD(beta=-2.0), "beta"),
     (lambda: DKD(warmup_epochs=-1), "warmup_epochs"),
-    (lambda: FitNets(beta=-1.0), "beta"),
+    (lambda: FitNets(weight=-1.0), "weight"),
     (lambda: FitNets(regressor="yes"), "regressor"),
     (lambda: FitNets(regressor_lr=0.0), "regressor_lr"),
     (lambda: AttentionTransfer(p=-1.0), "p"),
     (lambda: RKD(angle_weight=-1.0), "angle_weight"),
-    (lambda: PKT(beta=float("nan")), "beta"),
+    (lambda: PKT(weight=float("nan")), "weight"),
     (lambda: PKT(student_layer=""), "student_layer"),
 ])
 def test_bad_plugin_arguments_name_the_argument(factory, argument):

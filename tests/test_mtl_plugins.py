@@ -158,7 +158,7 @@ def test_static_weights_and_their_errors():
 @pytest.mark.parametrize("make, arg", [
     (lambda: DWA(temperature=0.0), "temperature"), (lambda: GradNorm(alpha=float("nan")), "alpha"),
     (lambda: PCGrad(wrt="weights"), "wrt"), (lambda: MGDA(normalize="loss++"), "normalize"),
-    (lambda: CAGrad(c=-1.0), "c"), (lambda: SoftSharingPenalty(strength=-1.0), "strength"),
+    (lambda: CAGrad(c=-1.0), "c"), (lambda: SoftSharingPenalty(weight=-1.0), "weight"),
     (lambda: Uncertainty(lr=0.0), "lr"), (lambda: PCGrad(shared=3), "shared"),
 ])
 def test_bad_arguments_name_the_argument(make, arg):

@@ -98,7 +98,7 @@ def test_bad_input_is_a_clear_error(bm):
     (lambda t, i: HardSharing(t, input_shape=i), lambda: [PCGrad(wrt="representation")]),
     (lambda t, i: HardSharing(t, input_shape=i), lambda: [MGDA(wrt="representation")]),
     (lambda t, i: HardSharing(t, input_shape=i), lambda: [CAGrad()]),
-    (lambda t, i: SoftSharing(t, input_shape=i), lambda: [SoftSharingPenalty(strength=1e-2)]),
+    (lambda t, i: SoftSharing(t, input_shape=i), lambda: [SoftSharingPenalty(weight=1e-2)]),
     (lambda t, i: CrossStitch(t, input_shape=i), lambda: []),
     (lambda t, i: MMoE(t, input_shape=i), lambda: [MGDA(shared="experts")]),
 ])

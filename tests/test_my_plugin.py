@@ -19,5 +19,5 @@ def test_readme_plugin_honours_the_contract():
 
 def test_readme_plugin_runs_from_the_command_line(capsys):
     path = str(Path(__file__).parent.parent / "examples" / "my_plugin.py")
-    assert main(["run", "--import", path, "--plugin", "l2-init:strength=0.01", "--epochs", "1"]) == 0
+    assert main(["run", "--import", path, "--plugin", "l2-init:weight=0.01", "--epochs", "1"]) == 0
     assert "l2-init" in capsys.readouterr().out

@@ -127,3 +127,18 @@ def test_teacher_layer_never_defaults_to_a_module_name():
         params = PLUGINS.signature(name)
         if "teacher_layer" in params:
             assert params["teacher_layer"].default is None, name
+
+
+@pytest.mark.parametrize("name, old", [("attention", "beta"), ("fitnets", "beta"), ("pkt", "beta"), ("rkd", "beta"),
+                                       ("soft-sharing", "strength")])
+def test_renamed_arguments_are_deprecated_aliases_of_weight(name, old):
+    """The old name still works for one release: same value, a DeprecationWarning naming ``weight``;
+    errors name the argument the user wrote; giving both is an error."""
+    factory = PLUGINS.get(name)
+    with pytest.warns(DeprecationWarning, match=rf"{old}=.*deprecated: use weight="):
+        plugin = factory(**{old: 0.25})
+    assert plugin.weight == 0.25
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=rf"^{old} must be >= 0"):
+        factory(**{old: -1.0})
+    with pytest.raises(ValueError, match=rf"{old}: a deprecated alias of weight"):
+        factory(**{old: 0.25, "weight": 0.5})

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import check_positive, check_type, register_plugin
+from ..base import check_positive, check_type, register_plugin, renamed_argument
 from .base import PREVIOUS, DistillationPlugin
 
 __all__ = ["AttentionTransferLoss", "AttentionTransfer", "attention_map"]
@@ -32,7 +32,7 @@ class AttentionTransferLoss(nn.Module):
 
     ``loss = mean((Q_s - Q_t)^2)`` with ``Q = normalize(mean_c |A_c|^p)`` the
     flattened, L2-normalised attention map of a feature tensor ``A`` (the
-    authors' code, ``at_loss``); the plugin multiplies it by ``beta / 2``.
+    authors' code, ``at_loss``); the plugin multiplies it by ``weight / 2``.
     Student and teacher maps must have the same number of positions; with
     ``resize=True`` the larger map is average-pooled to the smaller one's size
     first (an extension: the paper pairs layers of equal resolution).
@@ -72,7 +72,7 @@ class AttentionTransferLoss(nn.Module):
 class AttentionTransfer(DistillationPlugin):
     """Attention transfer (Zagoruyko & Komodakis 2017) as an Avalanche plugin.
 
-    Adds ``beta / 2 * mean((Q_s - Q_t)^2)`` (:class:`AttentionTransferLoss`) to
+    Adds ``weight / 2 * mean((Q_s - Q_t)^2)`` (:class:`AttentionTransferLoss`) to
     the strategy's loss; ``Q`` the attention maps of the student's
     ``student_layer`` and the teacher's ``teacher_layer`` outputs, read with
     :class:`~kta_plugins.nn.FeatureTap`. Channels may differ; positions must match
@@ -82,7 +82,8 @@ class AttentionTransfer(DistillationPlugin):
         teacher: an ``nn.Module``, a checkpoint path, or ``"previous"`` (default).
         student_layer: student module (default ``"features"``).
         teacher_layer: teacher module (default: ``student_layer``).
-        beta: weight (default 1000, the paper's).
+        weight: the loss weight, the paper's beta (default 1000, the paper's).
+        beta: deprecated alias of ``weight`` (one release; warns).
         p: activation power (default 2).
         resize: pool maps of different sizes to the smaller one (default False).
         cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
@@ -99,14 +100,15 @@ class AttentionTransfer(DistillationPlugin):
     feature_layers = True
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: str = "features",
-                 teacher_layer: Optional[str] = None, beta: float = 1000.0, p: float = 2.0, resize: bool = False,
-                 cache_teacher: bool = False):
+                 teacher_layer: Optional[str] = None, weight: float = 1000.0, p: float = 2.0, resize: bool = False,
+                 cache_teacher: bool = False, beta: Optional[float] = None):
         super().__init__(teacher, student_layer, teacher_layer, cache_teacher=cache_teacher)
-        self.beta = check_positive("beta", beta, strict=False)
+        weight, name = renamed_argument(type(self).__name__, "beta", beta, "weight", weight, 1000.0)
+        self.weight = check_positive(name, weight, strict=False)
         self.loss_fn = AttentionTransferLoss(p=p, resize=resize)
 
     loss_term = "attention"
 
     def distillation_loss(self, strategy):
         s, t = self.features(strategy)
-        return self.beta / 2 * self.loss_fn(s, t, names=(self.student_layer, self.teacher_layer))
+        return self.weight / 2 * self.loss_fn(s, t, names=(self.student_layer, self.teacher_layer))

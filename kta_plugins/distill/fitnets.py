@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import check_positive, check_type, register_plugin
+from ..base import check_positive, check_type, register_plugin, renamed_argument
 from ..compose import assemble_optimizer, ensure_optimizer
 from .base import PREVIOUS, DistillationPlugin
 
@@ -68,7 +68,7 @@ class FitNetsLoss(nn.Module):
 class FitNets(DistillationPlugin):
     """FitNets hint training (Romero et al. 2015) as an Avalanche plugin.
 
-    Adds ``beta * mean((r(s) - t)^2)`` (:class:`FitNetsLoss`) to the strategy's
+    Adds ``weight * mean((r(s) - t)^2)`` (:class:`FitNetsLoss`) to the strategy's
     loss, ``s`` the output of the student's ``student_layer``, ``t`` the
     teacher's ``teacher_layer``, both read with :class:`~kta_plugins.nn.FeatureTap`.
     When the widths differ, the regressor ``r`` (``Linear`` or 1x1 conv) is
@@ -83,7 +83,8 @@ class FitNets(DistillationPlugin):
         teacher: an ``nn.Module``, a checkpoint path, or ``"previous"`` (default).
         student_layer: the guided layer (default ``"features"``).
         teacher_layer: the hint layer (default: ``student_layer``).
-        beta: weight of the hint loss (default 1.0).
+        weight: weight of the hint loss (default 1.0; the paper's beta).
+        beta: deprecated alias of ``weight`` (one release; warns).
         regressor: learn a regressor when widths differ (default True); with
             False, different widths are an error.
         regressor_lr: learning rate of the regressor (default: the optimizer's).
@@ -92,20 +93,21 @@ class FitNets(DistillationPlugin):
 
     Example:
         >>> from kta_plugins.distill import FitNets
-        >>> hint = FitNets(teacher=cnn, student_layer="features", teacher_layer="features", beta=1.0)
+        >>> hint = FitNets(teacher=cnn, student_layer="features", teacher_layer="features", weight=1.0)
         >>> strategy = Naive(model=mlp, optimizer=opt, plugins=[hint])
         >>> strategy.train(bm.train_stream[0])
-        >>> # command line: kta run --plugin fitnets:teacher=previous,beta=0.5
+        >>> # command line: kta run --plugin fitnets:teacher=previous,weight=0.5
     """
 
     state_attrs = ("teacher", "teacher_classes", "regressor")
     feature_layers = True
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: str = "features",
-                 teacher_layer: Optional[str] = None, beta: float = 1.0, regressor: bool = True,
-                 regressor_lr: Optional[float] = None, cache_teacher: bool = False):
+                 teacher_layer: Optional[str] = None, weight: float = 1.0, regressor: bool = True,
+                 regressor_lr: Optional[float] = None, cache_teacher: bool = False, beta: Optional[float] = None):
         super().__init__(teacher, student_layer, teacher_layer, cache_teacher=cache_teacher)
-        self.beta = check_positive("beta", beta, strict=False)
+        weight, name = renamed_argument(type(self).__name__, "beta", beta, "weight", weight, 1.0)
+        self.weight = check_positive(name, weight, strict=False)
         self.use_regressor = check_type("regressor", regressor, bool)
         self.regressor_lr = None if regressor_lr is None else check_positive("regressor_lr", regressor_lr)
         self.loss_fn = FitNetsLoss()
@@ -155,4 +157,4 @@ class FitNets(DistillationPlugin):
                                                     self.teacher_layer).to(strategy.device)
                     assemble_optimizer(strategy)  # created at the first step: it joins the optimizer now
             self._checked = True
-        return self.beta * self.loss_fn(s, t)
+        return self.weight * self.loss_fn(s, t)

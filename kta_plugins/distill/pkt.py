@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ..base import check_positive, register_plugin
+from ..base import check_positive, register_plugin, renamed_argument
 from .base import PREVIOUS, DistillationPlugin
 
 __all__ = ["PKTLoss", "PKT"]
@@ -56,7 +56,7 @@ class PKTLoss(nn.Module):
 class PKT(DistillationPlugin):
     """Probabilistic knowledge transfer (Passalis & Tefas 2018) as an Avalanche plugin.
 
-    Adds ``beta * PKT(s, t)`` (:class:`PKTLoss`) to the strategy's loss, on the
+    Adds ``weight * PKT(s, t)`` (:class:`PKTLoss`) to the strategy's loss, on the
     outputs of the student's ``student_layer`` and the teacher's
     ``teacher_layer`` (read with :class:`~kta_plugins.nn.FeatureTap`; widths may
     differ). The loss is a mean over ``N^2`` small entries, hence a large
@@ -66,7 +66,8 @@ class PKT(DistillationPlugin):
         teacher: an ``nn.Module``, a checkpoint path, or ``"previous"`` (default).
         student_layer: student module (default ``"features"``).
         teacher_layer: teacher module (default: ``student_layer``).
-        beta: weight (default 30000).
+        weight: the loss weight (default 30000).
+        beta: deprecated alias of ``weight`` (one release; warns).
         cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
             minibatch (default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).
 
@@ -81,14 +82,15 @@ class PKT(DistillationPlugin):
     feature_layers = True
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: str = "features",
-                 teacher_layer: Optional[str] = None, beta: float = 30000.0,
-                 cache_teacher: bool = False):
+                 teacher_layer: Optional[str] = None, weight: float = 30000.0,
+                 cache_teacher: bool = False, beta: Optional[float] = None):
         super().__init__(teacher, student_layer, teacher_layer, cache_teacher=cache_teacher)
-        self.beta = check_positive("beta", beta, strict=False)
+        weight, name = renamed_argument(type(self).__name__, "beta", beta, "weight", weight, 30000.0)
+        self.weight = check_positive(name, weight, strict=False)
         self.loss_fn = PKTLoss()
 
     loss_term = "pkt"
 
     def distillation_loss(self, strategy):
         s, t = self.features(strategy)
-        return self.beta * self.loss_fn(s, t)
+        return self.weight * self.loss_fn(s, t)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import check_positive, register_plugin
+from ..base import check_positive, register_plugin, renamed_argument
 from .base import PREVIOUS, DistillationPlugin
 
 __all__ = ["RKDLoss", "RKD", "pairwise_distances", "triplet_angles"]
@@ -88,7 +88,7 @@ class RKDLoss(nn.Module):
 class RKD(DistillationPlugin):
     """Relational KD (Park et al. 2019), distance + angle, as an Avalanche plugin.
 
-    Adds ``beta * (distance_weight * L_D + angle_weight * L_A)`` (:class:`RKDLoss`)
+    Adds ``weight * (distance_weight * L_D + angle_weight * L_A)`` (:class:`RKDLoss`)
     to the strategy's loss, on the outputs of the student's ``student_layer``
     and the teacher's ``teacher_layer`` (read with
     :class:`~kta_plugins.nn.FeatureTap`; widths may differ).
@@ -99,7 +99,8 @@ class RKD(DistillationPlugin):
         teacher_layer: teacher module (default: ``student_layer``).
         distance_weight: ``lambda_D`` (default 25).
         angle_weight: ``lambda_A`` (default 50).
-        beta: overall weight (default 1.0).
+        weight: overall loss weight (default 1.0).
+        beta: deprecated alias of ``weight`` (one release; warns).
         cache_teacher: look a fixed teacher's outputs up per sample instead of running it on every
             minibatch (default False; see :class:`~kta_plugins.distill.base.DistillationPlugin`).
 
@@ -108,20 +109,21 @@ class RKD(DistillationPlugin):
         >>> rkd = RKD(teacher=cnn, student_layer="features", teacher_layer="features")
         >>> strategy = Naive(model=mlp, optimizer=opt, plugins=[rkd])
         >>> strategy.train(bm.train_stream[0])
-        >>> # command line: kta run --plugin rkd:teacher=previous,beta=0.5
+        >>> # command line: kta run --plugin rkd:teacher=previous,weight=0.5
     """
 
     feature_layers = True
 
     def __init__(self, teacher: Union[str, nn.Module] = PREVIOUS, student_layer: str = "features",
                  teacher_layer: Optional[str] = None, distance_weight: float = 25.0, angle_weight: float = 50.0,
-                 beta: float = 1.0, cache_teacher: bool = False):
+                 weight: float = 1.0, cache_teacher: bool = False, beta: Optional[float] = None):
         super().__init__(teacher, student_layer, teacher_layer, cache_teacher=cache_teacher)
-        self.beta = check_positive("beta", beta, strict=False)
+        weight, name = renamed_argument(type(self).__name__, "beta", beta, "weight", weight, 1.0)
+        self.weight = check_positive(name, weight, strict=False)
         self.loss_fn = RKDLoss(distance_weight=distance_weight, angle_weight=angle_weight)
 
     loss_term = "rkd"
 
     def distillation_loss(self, strategy):
         s, t = self.features(strategy)
-        return self.beta * self.loss_fn(s, t)
+        return self.weight * self.loss_fn(s, t)

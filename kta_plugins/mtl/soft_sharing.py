@@ -1,7 +1,9 @@
-"""Soft parameter sharing: an L2 tie between task towers (M2)."""
+"""Soft parameter sharing: an L2 tie between task towers."""
 from __future__ import annotations
 
-from ..base import KTAPlugin, check_positive, check_type, register_plugin
+from typing import Optional
+
+from ..base import KTAPlugin, check_positive, check_type, register_plugin, renamed_argument
 from ..compose import add_loss_term
 from ..nn.tap import resolve_module
 
@@ -41,25 +43,27 @@ class SoftSharingPenalty(KTAPlugin):
     """Soft parameter sharing (Duong et al. 2015; Ruder 2017's overview): one tower per task,
     tied by an L2 penalty between corresponding parameters.
 
-    Formula: ``loss += strength * sum_{a < b} sum_p ||theta_a^p - theta_b^p||^2`` over the
+    Formula: ``loss += weight * sum_{a < b} sum_p ||theta_a^p - theta_b^p||^2`` over the
     children of the ``towers`` module (e.g. :class:`kta_plugins.nn.multitask.SoftSharing`).
     Under ``MultiTask`` the penalty stays outside the per-task terms, so weighting
     plugins leave it unweighted.
 
     Args:
-        strength: the tie's strength (default 1e-3).
+        weight: the tie's weight (default 1e-3).
+        strength: deprecated alias of ``weight`` (one release; warns).
         towers: the module whose children are the towers (default ``"towers"``).
 
     Example:
         >>> net = SoftSharing(bm.tasks, input_shape=bm.input_shape)
-        >>> MultiTask(model=net, optimizer=opt, plugins=[SoftSharingPenalty(strength=1e-3)])
+        >>> MultiTask(model=net, optimizer=opt, plugins=[SoftSharingPenalty(weight=1e-3)])
     """
 
     check_model = staticmethod(_check_model)
 
-    def __init__(self, strength: float = 1e-3, towers: str = "towers"):
+    def __init__(self, weight: float = 1e-3, towers: str = "towers", strength: Optional[float] = None):
         super().__init__()
-        self.strength = check_positive("strength", strength, strict=False)
+        weight, name = renamed_argument(type(self).__name__, "strength", strength, "weight", weight, 1e-3)
+        self.weight = check_positive(name, weight, strict=False)
         self.towers = check_type("towers", towers, str)
 
     def before_training_exp(self, strategy, **kwargs):
@@ -75,4 +79,4 @@ class SoftSharingPenalty(KTAPlugin):
         return total
 
     def before_backward(self, strategy, **kwargs):
-        add_loss_term(strategy, "soft-sharing", self.penalty(strategy.model), weight=self.strength, owner=self)
+        add_loss_term(strategy, "soft-sharing", self.penalty(strategy.model), weight=self.weight, owner=self)
