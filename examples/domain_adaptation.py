@@ -43,6 +43,7 @@ with target test labels ("oracle-selected", an upper bound).
     python examples/domain_adaptation.py --part offline --benchmarks mnist1d-shear --seeds 0 --save m0.json
     python examples/domain_adaptation.py --merge m0.json m1.json m2.json   # one table from per-seed runs
     python examples/domain_adaptation.py --suite --out suite.jsonl     # the suite (resumes from suite.jsonl)
+    python examples/domain_adaptation.py --suite --methods CORAL CORAL-rel --out suite.jsonl   # only their missing runs
     python examples/domain_adaptation.py --suite --quick               # 3 digit cases, MLP, 1 seed, 10 epochs
     python examples/domain_adaptation.py --table suite.jsonl           # the suite's tables from a saved run
 """
@@ -271,15 +272,39 @@ def _suite_model(source, arch):
     return MLP((1, 40), 10, hidden=(128,)) if arch == "mlp" else CNN1dGAP((1, 40), 10)
 
 
-#: the grid of each method (the default marked by the plugin's own default value); label-free and
-#: oracle selection pick one point of it per case, architecture and seed
+#: the grid of each method: ``(argument, values)``, or ``(argument, values, fixed arguments)`` for a variant
+#: of a plugin (its other arguments not at their defaults: no "default" row, not run by ``--heldout``); the
+#: default is marked by the plugin's own default value; label-free and oracle selection pick one point of it
+#: per case, architecture and seed. CORAL is the paper's loss (its default, ``normalize=False``), whose scale
+#: needs weights of 10-100000 on these layers; "CORAL-rel" is the relative loss (``normalize=True``), in [0, 2]:
+#: its grid spans 0.01-100.
 SUITE_GRID = {
     "DANN": ("weight", [0.3, 1.0, 3.0]),
     "CDAN": ("weight", [0.1, 0.3, 1.0]),
-    "CORAL": ("weight", [0.3, 1.0, 3.0]),
+    "CORAL": ("weight", [10.0, 100.0, 1000.0, 10000.0, 100000.0]),
     "MMD": ("weight", [0.3, 1.0, 3.0]),
+    "CORAL-rel": ("weight", [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0], {"normalize": True}),
 }
-SUITE_PLUGINS = {"DANN": DANN, "CDAN": CDAN, "CORAL": CORAL, "MMD": MMD}
+SUITE_PLUGINS = {"DANN": DANN, "CDAN": CDAN, "CORAL": CORAL, "MMD": MMD, "CORAL-rel": CORAL}
+#: version of the suite's records; every record written carries it as ``"v"``. Version 1 (no ``"v"``): CORAL's
+#: default was the relative loss, so "CORAL" meant ``normalize=True`` and "CORAL-raw" the paper's loss; version
+#: 2: "CORAL" is the paper's loss (the default) and "CORAL-rel" the relative one. :func:`load_records` renames
+#: version-1 records, so runs saved before the change are found under their settings and not retrained.
+SUITE_RECORD_VERSION = 2
+_V1_NAMES = {"CORAL": "CORAL-rel", "CORAL-raw": "CORAL"}
+
+
+def _upgrade(r):
+    """A record in the current version: version-1 CORAL records renamed by the loss they were trained with."""
+    if r.get("v", 1) < 2 and r["method"] in _V1_NAMES:
+        r = {**r, "method": _V1_NAMES[r["method"]]}
+    return {**r, "v": SUITE_RECORD_VERSION}
+
+
+def load_records(path):
+    """The suite's records saved in a JSON-lines file, in the current version."""
+    with open(path) as f:
+        return [_upgrade(json.loads(line)) for line in f if line.strip()]
 SUITE_EPOCHS = {"digits": 15, "mnist1d": 10}
 # SGD learning rate (momentum 0.9, batch 64) of each (data, architecture); 0.05 when not listed
 SUITE_LR: dict = {}
@@ -292,10 +317,20 @@ SUITE_MIN_GAP = 5.0
 
 
 def _default_value(method):
+    """The plugin's default of the grid's argument; None for a variant (fixed arguments off their defaults)."""
     import inspect
 
+    if len(SUITE_GRID[method]) > 2:
+        return None
     arg = SUITE_GRID[method][0]
     return inspect.signature(SUITE_PLUGINS[method]).parameters[arg].default
+
+
+def _runs(method, grid=True):
+    """The grid values of ``method`` to train (``grid=False``: its default only; none for a variant)."""
+    if not grid:
+        return [] if _default_value(method) is None else [_default_value(method)]
+    return list(SUITE_GRID[method][1])
 
 
 def suite_data(case, seed, n_mnist1d=1000):
@@ -345,14 +380,14 @@ def _accuracy(model, x, y):
     return float((model(x).argmax(1) == y).float().mean())
 
 
-def suite_cell(case, arch, seed, methods=None, epochs=None, target_labels=True, grid=True):
+def suite_cell(case, arch, seed, methods=None, epochs=None, target_labels=True, grid=True, done=()):
     """Every run of one (case, architecture, seed): source only, oracle, each method at each grid point.
 
     Returns a list of records ``{case, arch, seed, method, value, acc, src_acc, scores, guards}``;
     ``scores`` are the label-free scores (:func:`kta_plugins.adapt.select.score_model`), computed from source
     data and target *inputs* only. With ``target_labels=False`` the target labels are replaced by garbage
     before anything runs (no accuracy is then meaningful; the tests use it to show that the label-free
-    scores and selections do not change).
+    scores and selections do not change). ``done``: ``(method, value)`` pairs already recorded (skipped).
     """
     from kta_plugins.adapt.select import score_model
 
@@ -365,24 +400,31 @@ def suite_cell(case, arch, seed, methods=None, epochs=None, target_labels=True, 
 
     def record(method, value, model, plugin=None):
         scores = score_model(model, (data["val_x"], data["val_y"]), data["src_x"], data["tgt_x"])
-        rows.append(dict(case=case, arch=arch, seed=seed, method=method, value=value,
+        rows.append(dict(v=SUITE_RECORD_VERSION, case=case, arch=arch, seed=seed, method=method, value=value,
                          acc=_accuracy(model, data["test_x"], data["test_y"]),
                          src_acc=_accuracy(model, data["src_test_x"], data["src_test_y"]), scores=scores,
                          guards=[e["guard"] for e in getattr(plugin, "guard_events", [])]))
 
-    record("source only", None, suite_train(data, source, arch, seed, epochs=epochs))
-    record("target oracle", None, suite_train(data, source, arch, seed, oracle=True, epochs=epochs))
+    if ("source only", None) not in done:
+        record("source only", None, suite_train(data, source, arch, seed, epochs=epochs))
+    if ("target oracle", None) not in done:
+        record("target oracle", None, suite_train(data, source, arch, seed, oracle=True, epochs=epochs))
     for method in methods or SUITE_GRID:
-        arg, values = SUITE_GRID[method]
-        for v in (values if grid else [_default_value(method)]):
-            plugin = SUITE_PLUGINS[method](target=data["tgt_x"], seed=seed, **{arg: v})
+        arg, fixed = SUITE_GRID[method][0], (SUITE_GRID[method][2] if len(SUITE_GRID[method]) > 2 else {})
+        for v in _runs(method, grid):
+            if (method, v) in done:
+                continue
+            plugin = SUITE_PLUGINS[method](target=data["tgt_x"], seed=seed, **fixed, **{arg: v})
             record(method, v, suite_train(data, source, arch, seed, plugin, epochs=epochs), plugin)
     return rows
 
 
 def _kept(rows):
+    """Rows of kept (data, architecture) pairs; a method's runs at values outside its ``SUITE_GRID`` (e.g. from
+    an exploration saved in the same file) are left out."""
     cases = {**_suite_cases(), **_heldout_cases()}
-    return [r for r in rows if (cases[r["case"]][0], r["arch"]) not in SUITE_SKIP]
+    return [r for r in rows if (cases[r["case"]][0], r["arch"]) not in SUITE_SKIP
+            and (r["method"] not in SUITE_GRID or r["value"] in SUITE_GRID[r["method"]][1])]
 
 
 def suite_tables(rows, criteria=("dev", "iwcv", "snd")):
@@ -409,7 +451,9 @@ def suite_tables(rows, criteria=("dev", "iwcv", "snd")):
             cand = by.get(m, [])
             if not cand:
                 continue
-            d.setdefault((m, "default"), []).append(next(r["acc"] for r in cand if r["value"] == _default_value(m)))
+            dflt = [r["acc"] for r in cand if r["value"] == _default_value(m)]
+            if dflt:
+                d.setdefault((m, "default"), []).append(dflt[0])
             d.setdefault((m, "oracle-selected"), []).append(max(r["acc"] for r in cand))
             for c in criteria:
                 d.setdefault((m, c), []).append(cand[select([r["scores"] for r in cand], c)]["acc"])
@@ -418,14 +462,15 @@ def suite_tables(rows, criteria=("dev", "iwcv", "snd")):
     # "do no harm": mean accuracy difference to source only over every cell, small gaps included
     harm = {m: [100 * (np.mean(per[k][(m, "default")]) - np.mean(per[k]["source only"])) for k in per
                 if (m, "default") in per[k]] for m in methods}
+    harm = {m: v for m, v in harm.items() if v}
     out.append("\ndefault arguments vs source only, every cell (small gaps included): mean difference in points "
                "[worst cell]")
-    for m in methods:
-        worst = min(harm[m]) if harm[m] else float("nan")
+    for m in harm:
+        worst = min(harm[m])
         fired = [r for r in rows if r["method"] == m and r["value"] == _default_value(m) and r["guards"]]
         n_def = sum(r["method"] == m and r["value"] == _default_value(m) for r in rows)
         where = sorted({f"{r['case']} {r['arch']} ({', '.join(r['guards'])})" for r in fired})
-        out.append(f"{m:<8}{np.mean(harm[m]):+7.1f} [{worst:+.1f}]   guards fired in {len(fired)}/{n_def} default runs"
+        out.append(f"{m:<10}{np.mean(harm[m]):+7.1f} [{worst:+.1f}]   guards fired in {len(fired)}/{n_def} default runs"
                    + (f": {'; '.join(where)}" if where else ""))
     small = sorted(k for k in per if 100 * (np.mean(per[k]["target oracle"]) - np.mean(per[k]["source only"]))
                    < SUITE_MIN_GAP)
@@ -440,29 +485,33 @@ def suite_tables(rows, criteria=("dev", "iwcv", "snd")):
         out.append(f"\n{title}: {len(keys)} case x architecture cells, "
                    f"{len(next(iter(per.values()))['source only'])} seeds; source only {100 * src:.1f}, "
                    f"target oracle {100 * orc:.1f} (target test accuracy %, mean over cells)")
-        out.append(f"{'method':<8}" + "".join(f"{k:>22}" for k in kinds))
+        out.append(f"{'method':<10}" + "".join(f"{k:>22}" for k in kinds))
         for m in methods:
             cells_acc = {k: [] for k in kinds}
             cells_gap = {k: [] for k in kinds}
             for key in keys:
                 s, o = np.mean(per[key]["source only"]), np.mean(per[key]["target oracle"])
                 for k in kinds:
+                    if (m, k) not in per[key]:
+                        continue
                     a = np.mean(per[key][(m, k)])
                     cells_acc[k].append(a)
                     cells_gap[k].append((a - s) / (o - s) if o - s > 1e-9 else np.nan)
-            out.append(f"{m:<8}" + "".join(f"{100 * np.mean(cells_acc[k]):>12.1f} "
-                                          f"({100 * np.nanmean(cells_gap[k]):+4.0f}%)"
-                                          for k in kinds))
+            out.append(f"{m:<10}" + "".join(f"{100 * np.mean(cells_acc[k]):>12.1f} "
+                                           f"({100 * np.nanmean(cells_gap[k]):+4.0f}%)" if cells_acc[k] else f"{'-':>22}"
+                                           for k in kinds))
         if arch_filter is None:
             lf = {c: [] for c in criteria}
             for m in methods:
                 for c in criteria:
                     lf[c].append(np.mean([100 * (np.mean(per[k][(m, "oracle-selected")]) - np.mean(per[k][(m, c)]))
                                           for k in keys]))
+            main = [i for i, m in enumerate(methods) if _default_value(m) is not None]  # variants not in the mean
             out.append("label-free selection below oracle selection, points (mean over cells; "
-                       + ", ".join(f"{m}" for m in methods) + "; mean): "
-                       + "; ".join(f"{c} " + " / ".join(f"{v:.1f}" for v in lf[c]) + f" -> {np.mean(lf[c]):.1f}"
-                                   for c in criteria))
+                       + ", ".join(f"{m}" for m in methods) + "; mean of "
+                       + ", ".join(methods[i] for i in main) + "): "
+                       + "; ".join(f"{c} " + " / ".join(f"{v:.1f}" for v in lf[c])
+                                   + f" -> {np.mean([lf[c][i] for i in main]):.1f}" for c in criteria))
     out.append("\n(each entry: target accuracy %, mean over cells; in brackets the share of the gap closed, "
                "mean over cells of (m - source only) / (oracle - source only) on seed means; "
                "dev / iwcv / snd: the grid point picked by that label-free score; oracle-selected: by target test "
@@ -488,9 +537,10 @@ def suite_default_ranks(rows, criterion="dev"):
     lines = [f"\nlabel-free choice of the defaults: mean rank by {criterion} over {len(cells) // max(1, len(ranks))} "
              "cells (1 = best; no target label read)"]
     for m, by in ranks.items():
-        lines.append(f"{m:<8}" + "".join(f"  {SUITE_GRID[m][0]}={v:g}: {np.mean(rk):.2f}"
-                                         for v, rk in sorted(by.items()))
-                     + f"   (default {_default_value(m):g})")
+        dflt = _default_value(m)
+        lines.append(f"{m:<10}" + "".join(f"  {SUITE_GRID[m][0]}={v:g}: {np.mean(rk):.2f}"
+                                          for v, rk in sorted(by.items()))
+                     + (f"   (default {dflt:g})" if dflt is not None else f"   (variant: {SUITE_GRID[m][2]})"))
     return "\n".join(lines)
 
 
@@ -501,7 +551,8 @@ def suite_case_table(rows):
         if r["method"] in ("source only", "target oracle") or (
                 r["method"] in SUITE_GRID and r["value"] == _default_value(r["method"])):
             per.setdefault((r["case"], r["arch"]), {}).setdefault(r["method"], []).append(r["acc"])
-    methods = ["source only", *[m for m in SUITE_GRID if any(r["method"] == m for r in rows)], "target oracle"]
+    methods = ["source only", *[m for m in SUITE_GRID if _default_value(m) is not None
+                                and any(r["method"] == m for r in rows)], "target oracle"]
     lines = ["\nper case, default arguments (target test accuracy %, mean over seeds)",
              f"{'case':<18}{'arch':<6}" + "".join(f"{m:>14}" for m in methods)]
     for (case, arch), d in sorted(per.items()):
@@ -513,20 +564,24 @@ def run_suite(cases, archs, seeds, methods=None, epochs=None, out=None, grid=Tru
     rows = []
     if out:
         try:
-            with open(out) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
+            rows = load_records(out)
         except FileNotFoundError:
             pass
-    done = {(r["case"], r["arch"], r["seed"]) for r in rows}
+    done = {}   # (case, arch, seed) -> {(method, value)} already in ``out``: only the missing runs are trained
+    for r in rows:
+        done.setdefault((r["case"], r["arch"], r["seed"]), set()).add((r["method"], r["value"]))
     for case in cases:
         for arch in archs:
             if ({**_suite_cases(), **_heldout_cases()}[case][0], arch) in SUITE_SKIP:
                 continue
             for seed in seeds:
-                if (case, arch, seed) in done:
+                have = done.get((case, arch, seed), set())
+                want = {("source only", None), ("target oracle", None)} | {
+                    (m, v) for m in (methods or SUITE_GRID) for v in _runs(m, grid)}
+                if want <= have:
                     continue
                 t = time.time()
-                new = suite_cell(case, arch, seed, methods, epochs, grid=grid)
+                new = suite_cell(case, arch, seed, methods, epochs, grid=grid, done=have)
                 rows += new
                 if out:
                     with open(out, "a") as f:
@@ -553,20 +608,19 @@ def main(argv=None):
     ap.add_argument("--heldout", action="store_true",
                     help="suite: the held-out shifts (not used to choose the defaults), defaults only, no grid")
     ap.add_argument("--archs", nargs="+", default=["mlp", "cnn"], help="suite architectures")
+    ap.add_argument("--methods", nargs="+", choices=list(SUITE_GRID),
+                    help="suite: only these methods (default: all); with --out, runs already there are kept")
     ap.add_argument("--out", help="suite: append every run's record to this JSON-lines file (resumes from it)")
     ap.add_argument("--table", metavar="JSONL", nargs="+", help="suite: print the tables of saved runs and exit")
     args = ap.parse_args(argv)
     if args.table:
         rows, seen = [], set()
         for path in args.table:
-            with open(path) as f:
-                for line in f:
-                    if line.strip():
-                        r = json.loads(line)
-                        key = (r["case"], r["arch"], r["seed"], r["method"], r["value"])
-                        if key not in seen:  # several files may hold the same run: keep the first
-                            seen.add(key)
-                            rows.append(r)
+            for r in load_records(path):
+                key = (r["case"], r["arch"], r["seed"], r["method"], r["value"])
+                if key not in seen:  # several files may hold the same run: keep the first
+                    seen.add(key)
+                    rows.append(r)
         print(suite_case_table(rows))
         print(suite_tables(rows))
         print(suite_default_ranks(rows))
@@ -578,7 +632,8 @@ def main(argv=None):
                                list(_heldout_cases() if args.heldout else _suite_cases()))
         archs = ["mlp"] if args.quick and not args.cases else args.archs
         seeds = [0] if args.quick else args.seeds
-        rows = run_suite(cases, archs, seeds, epochs=10 if args.quick else None, out=args.out, grid=not args.heldout)
+        rows = run_suite(cases, archs, seeds, methods=args.methods, epochs=10 if args.quick else None, out=args.out,
+                         grid=not args.heldout)
         print(suite_case_table(rows))
         print(suite_tables(rows))
         print(f"\n({time.time() - t0:.0f} s)")

@@ -257,6 +257,57 @@ def test_label_free_selection_reads_no_target_label(bm):
     assert [r["acc"] for r in real] != [r["acc"] for r in garbage]   # the labels were indeed replaced
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # a 1-epoch cell may have no gap to average
+def test_suite_trains_only_missing_runs_and_keeps_variants_out_of_defaults(tmp_path, monkeypatch):
+    """``--methods`` / ``--out``: a widened grid trains only its new points; a variant (fixed arguments off the
+    defaults) has no default row and is not run by ``--heldout``; runs outside the grid are not tabulated."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import domain_adaptation as example
+
+    out = str(tmp_path / "suite.jsonl")
+    monkeypatch.setattr(example, "SUITE_GRID", {"CORAL": ("weight", [10.0])})
+    args = dict(cases=["digits-blur"], archs=["mlp"], seeds=[0], methods=["CORAL"], epochs=1, out=out)
+    first = example.run_suite(**args)
+    assert sorted((r["method"], r["value"]) for r in first) == [("CORAL", 10.0), ("source only", None),
+                                                                 ("target oracle", None)]
+    grid = {"CORAL": ("weight", [10.0, 100.0]), "CORAL-rel": ("weight", [0.1], {"normalize": True})}
+    monkeypatch.setattr(example, "SUITE_GRID", grid)
+    monkeypatch.setitem(example.SUITE_PLUGINS, "CORAL-rel", CORAL)
+    rows = example.run_suite(**{**args, "methods": ["CORAL", "CORAL-rel"]})
+    with open(out) as f:
+        saved = [line for line in f if line.strip()]
+    assert len(rows) == len(saved) == 5                    # 3 kept + CORAL 100 + CORAL-rel 0.1, nothing retrained
+    rel = next(r for r in rows if r["method"] == "CORAL-rel")
+    assert rel["acc"] != next(r for r in rows if r["method"] == "CORAL" and r["value"] == 10.0)["acc"]
+    assert example._default_value("CORAL-rel") is None and example._runs("CORAL-rel", grid=False) == []
+    assert example._runs("CORAL", grid=False) == [CORAL().weight]
+    assert "CORAL-rel" in example.suite_tables(rows) and "CORAL-rel" not in example.suite_case_table(rows)
+    monkeypatch.setattr(example, "SUITE_GRID", {"CORAL": ("weight", [10.0])})
+    assert not any(r["value"] == 100.0 for r in example._kept(rows))   # outside the grid: not tabulated
+
+
+def test_suite_reads_records_saved_before_the_coral_default_changed(tmp_path):
+    """Version-1 records (no ``"v"``: "CORAL" was the relative loss, "CORAL-raw" the paper's) are renamed by the
+    loss they were trained with, so ``--table`` and ``--out`` find them and nothing is retrained."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import domain_adaptation as example
+
+    base = dict(case="digits-blur", arch="mlp", seed=0, acc=0.5, src_acc=0.9, scores={}, guards=[])
+    old = [{**base, "method": "CORAL", "value": 0.1}, {**base, "method": "CORAL-raw", "value": 10.0},
+           {**base, "method": "DANN", "value": 0.3}, {**base, "method": "source only", "value": None}]
+    new = [{**base, "v": 2, "method": "CORAL", "value": 100.0}, {**base, "v": 2, "method": "CORAL-rel", "value": 1.0}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in old + new))
+    got = [(r["method"], r["value"], r["v"]) for r in example.load_records(str(path))]
+    assert got == [("CORAL-rel", 0.1, 2), ("CORAL", 10.0, 2), ("DANN", 0.3, 2), ("source only", None, 2),
+                   ("CORAL", 100.0, 2), ("CORAL-rel", 1.0, 2)]
+    assert example.SUITE_GRID["CORAL"][1] == [10.0, 100.0, 1000.0, 10000.0, 100000.0]
+    assert example._default_value("CORAL") == CORAL().weight == 10.0 and CORAL().normalize is False
+    assert example.SUITE_GRID["CORAL-rel"][2] == {"normalize": True}
+
+
 def test_select_setting_picks_by_the_criterion(bm):
     models = {}
     for w in (0.0, 1.0):
