@@ -169,6 +169,24 @@ def _split_half(ds, seed):
             TensorClassificationDataset(ds.tensors[0][b], ds.tensors[1][b]))
 
 
+def _hold_out(ds, fraction, seed):
+    """``(kept, held_out)``: a seeded, stratified ``fraction`` of each class of a tensor dataset held out
+    (at least one sample of a class with two or more; every class keeps at least one)."""
+    from scenarios.datasets import TensorClassificationDataset
+
+    y = ds.tensors[1].numpy()
+    rng = np.random.default_rng([seed, 1])  # independent of the source/target split's stream
+    keep, out = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        k = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+        out.append(idx[:k])
+        keep.append(idx[k:])
+    keep, out = np.sort(np.concatenate(keep)), np.sort(np.concatenate(out))
+    return (TensorClassificationDataset(ds.tensors[0][keep], ds.tensors[1][keep]),
+            TensorClassificationDataset(ds.tensors[0][out], ds.tensors[1][out]))
+
+
 def _apply(shift, ds):
     from scenarios.datasets import TensorClassificationDataset
 
@@ -181,6 +199,7 @@ def source_target(
     source_shift: Optional[Callable] = None,
     disjoint: bool = True,
     seed: int = 0,
+    val_fraction: float = 0.0,
     **dataset_args,
 ):
     """An offline source -> target benchmark as an Avalanche ``CLScenario``.
@@ -196,7 +215,11 @@ def source_target(
         disjoint: with a shift as target, split the training set in two
             stratified halves, source and target, so that no target training
             image is a shifted copy of a source training image (default True).
-        seed: seed of that split.
+        seed: seed of that split (and of the held-out split below).
+        val_fraction: when > 0, this fraction of each class of the source training set
+            (seeded, stratified) is held out as ``bm.source_val`` and not trained on: labeled
+            source data for label-free model selection (:mod:`kta_plugins.adapt.select`), so that
+            selection never reads test data. Default 0 (``bm.source_val`` is ``None``).
 
     Returns:
         a ``CLScenario`` whose train stream is one experience (the labeled
@@ -204,8 +227,8 @@ def source_target(
         attributes ``target_unlabeled`` (the target training inputs, no labels:
         what the adaptation plugins read), ``target_train`` (the same with
         labels, only for the target-oracle upper bound), ``source_train``,
-        ``source_test``, ``target_test``, ``n_classes``, ``input_shape``,
-        ``kind="source-target"``.
+        ``source_val`` (see ``val_fraction``), ``source_test``, ``target_test``, ``n_classes``,
+        ``input_shape``, ``kind="source-target"``.
 
     Example:
         >>> bm = source_target("digits", ColorBackground(seed=1), source_shift=ToRGB())
@@ -214,6 +237,9 @@ def source_target(
     """
     if target is None:
         raise ValueError("target must be a shift or a (train, test) pair of the target domain")
+    val_fraction = _finite("val_fraction", val_fraction, 0)
+    if val_fraction >= 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     train, test = load_tensor_dataset(source, "source_target (source)", **dataset_args)
     if isinstance(target, (tuple, list)):
         if len(target) != 2:
@@ -229,8 +255,12 @@ def source_target(
         t_train, t_test = _apply(target, t_train), _apply(target, test)
     else:
         raise TypeError(f"target must be a shift or a (train, test) pair, got {type(target).__name__}")
+    s_val = None
+    if val_fraction > 0:
+        s_train, s_val = _hold_out(s_train, val_fraction, seed)
     if source_shift is not None:
         s_train, s_test = _apply(source_shift, s_train), _apply(source_shift, s_test)
+        s_val = _apply(source_shift, s_val) if s_val is not None else None
     in_s, in_t = tuple(s_train.tensors[0].shape[1:]), tuple(t_train.tensors[0].shape[1:])
     if in_s != in_t:
         raise ValueError(f"source inputs have shape {in_s} and target inputs {in_t}; pass source_shift= "
@@ -240,7 +270,7 @@ def source_target(
         [_av(s_train, 0)], [_av(s_test, 0), _av(t_test, 0)], kind="source-target", n_classes=len(classes),
         input_shape=in_s, n_experiences=1,
     )
-    bm.source_train, bm.source_test = s_train, s_test
+    bm.source_train, bm.source_test, bm.source_val = s_train, s_test, s_val
     bm.target_train, bm.target_test = t_train, t_test
     bm.target_unlabeled = t_train.tensors[0]
     for stream in (bm.train_stream, bm.test_stream):
@@ -286,35 +316,38 @@ def domain_stream(
 
 # ------------------------------------------------------------------ registered scenarios
 @register_scenario("digits-to-digitsm")
-def digits_to_digitsm(seed: int = 0, grid: int = 3):
+def digits_to_digitsm(seed: int = 0, grid: int = 3, val_fraction: float = 0.0):
     """digits (grey, as 3 channels) -> digits on random colour textures (MNIST-M style); unlabeled target."""
-    return source_target("digits", ColorBackground(grid=grid, seed=1000 + seed), source_shift=ToRGB(), seed=seed)
+    return source_target("digits", ColorBackground(grid=grid, seed=1000 + seed), source_shift=ToRGB(), seed=seed,
+                         val_fraction=val_fraction)
 
 
 @register_scenario("digits-to-blurred")
-def digits_to_blurred(seed: int = 0, sigma: float = 1.0):
+def digits_to_blurred(seed: int = 0, sigma: float = 1.0, val_fraction: float = 0.0):
     """digits -> digits blurred with a Gaussian of sigma 1 pixel; unlabeled target."""
-    return source_target("digits", GaussianBlur(sigma), seed=seed)
+    return source_target("digits", GaussianBlur(sigma), seed=seed, val_fraction=val_fraction)
 
 
 @register_scenario("digits-to-inverted")
-def digits_to_inverted(seed: int = 0):
+def digits_to_inverted(seed: int = 0, val_fraction: float = 0.0):
     """digits -> inverted digits (1 - x); unlabeled target."""
-    return source_target("digits", Inversion(), seed=seed)
+    return source_target("digits", Inversion(), seed=seed, val_fraction=val_fraction)
 
 
 @register_scenario("mnist1d-shear")
-def mnist1d_shear(seed: int = 0, shear_scale: float = 2.0, target_seed: int = 43):
+def mnist1d_shear(seed: int = 0, shear_scale: float = 2.0, target_seed: int = 43, val_fraction: float = 0.0):
     """MNIST-1D default generator -> shear_scale 2.0 (generator seed 43); unlabeled target."""
-    return source_target("mnist1d", mnist1d_domain(shear_scale=shear_scale, seed=target_seed), seed=seed)
+    return source_target("mnist1d", mnist1d_domain(shear_scale=shear_scale, seed=target_seed), seed=seed,
+                         val_fraction=val_fraction)
 
 
 @register_scenario("mnist1d-noise")
 def mnist1d_noise(seed: int = 0, corr_noise_scale: float = 0.75, iid_noise_scale: float = 0.1,
-                  target_seed: int = 43):
+                  target_seed: int = 43, val_fraction: float = 0.0):
     """MNIST-1D default generator -> stronger correlated and i.i.d. noise (generator seed 43); unlabeled target."""
     return source_target("mnist1d", mnist1d_domain(corr_noise_scale=corr_noise_scale,
-                                                   iid_noise_scale=iid_noise_scale, seed=target_seed), seed=seed)
+                                                   iid_noise_scale=iid_noise_scale, seed=target_seed), seed=seed,
+                         val_fraction=val_fraction)
 
 
 @register_scenario("domain-stream-digits")

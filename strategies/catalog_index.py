@@ -175,15 +175,15 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                   ['layer', 'str', "'features'", 'the feature layer (default ``"features"``).'],
                                   ['weight',
                                    'float',
-                                   '0.1',
-                                   'weight of the CORAL loss (default 0.1: the best mean rank by the label-free DEV '
-                                   'criterion over the 42 runs of the DA benchmark suite, among 0.01 / 0.03 / 0.1 / '
-                                   '0.3 / 1 / 3 / 10 / 30 / 100; docs/domain_adaptation.md; with ``normalize=False`` '
-                                   'pick it per layer).'],
+                                   '10.0',
+                                   'weight of the CORAL loss (default 10.0: the best mean rank by the label-free DEV '
+                                   'criterion over the 42 runs of the DA benchmark suite, among 10 / 100 / 1000 / '
+                                   "10000 / 100000, with the paper's loss; docs/domain_adaptation.md; with "
+                                   '``normalize=True`` use about 0.1).'],
                                   ['normalize',
                                    'bool',
-                                   'True',
-                                   "the relative, scale-free loss (default True); False: the paper's raw loss."],
+                                   'False',
+                                   "the relative, scale-free loss (default False: the paper's loss)."],
                                   ['warmup', 'bool', 'True', "Ganin's ramp on the weight (default True)."],
                                   ['gamma', 'float', '10.0', 'steepness of the ramp (default 10.0).'],
                                   ['schedule_steps',
@@ -954,20 +954,20 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                             'target.',
                                     'limit': None,
                                     'note': None,
-                                    'options': [['sigma', 'float', '1.0', '']],
+                                    'options': [['sigma', 'float', '1.0', ''], ['val_fraction', 'float', '0.0', '']],
                                     'summary': 'digits -> digits blurred with a Gaussian of sigma 1 pixel; unlabeled '
                                                'target.'},
               'digits-to-digitsm': {'help': 'digits (grey, as 3 channels) -> digits on random colour textures (MNIST-M '
                                             'style); unlabeled target.',
                                     'limit': None,
                                     'note': None,
-                                    'options': [['grid', 'int', '3', '']],
+                                    'options': [['grid', 'int', '3', ''], ['val_fraction', 'float', '0.0', '']],
                                     'summary': 'digits (grey, as 3 channels) -> digits on random colour textures '
                                                '(MNIST-M style); unlabeled target.'},
               'digits-to-inverted': {'help': 'digits -> inverted digits (1 - x); unlabeled target.',
                                      'limit': None,
                                      'note': None,
-                                     'options': [],
+                                     'options': [['val_fraction', 'float', '0.0', '']],
                                      'summary': 'digits -> inverted digits (1 - x); unlabeled target.'},
               'domain-stream-digits': {'help': 'digits under 5 domains (clean, blur, noise, rotation 30, inversion); '
                                                'labels only in the first.',
@@ -1027,14 +1027,17 @@ INDEX = {'model': {'cnn': {'help': 'two conv-BN-ReLU blocks and a linear head, f
                                 'note': None,
                                 'options': [['corr_noise_scale', 'float', '0.75', ''],
                                             ['iid_noise_scale', 'float', '0.1', ''],
-                                            ['target_seed', 'int', '43', '']],
+                                            ['target_seed', 'int', '43', ''],
+                                            ['val_fraction', 'float', '0.0', '']],
                                 'summary': 'MNIST-1D default generator -> stronger correlated and i.i.d. noise '
                                            '(generator seed 43); unlabeled target.'},
               'mnist1d-shear': {'help': 'MNIST-1D default generator -> shear_scale 2.0 (generator seed 43); unlabeled '
                                         'target.',
                                 'limit': None,
                                 'note': None,
-                                'options': [['shear_scale', 'float', '2.0', ''], ['target_seed', 'int', '43', '']],
+                                'options': [['shear_scale', 'float', '2.0', ''],
+                                            ['target_seed', 'int', '43', ''],
+                                            ['val_fraction', 'float', '0.0', '']],
                                 'summary': 'MNIST-1D default generator -> shear_scale 2.0 (generator seed 43); '
                                            'unlabeled target.'},
               'multitask-mnist1d': {'help': 'MNIST-1D: digit (10 classes) + generator quantities (default amplitude '

@@ -35,6 +35,10 @@ Output folder (``--out``, default ``results/<config name>``):
   ``heatmaps/<scenario>__<name>.png`` (mean accuracy matrix) and
   ``comparison.png`` (average accuracy per strategy and scenario);
 * TensorBoard logs under ``runs/<run>/tb``.
+* with ``select: CRITERION`` and entries with ``group: NAME`` (see :mod:`strategies.compare.config`):
+  each grouped run's ``result.json`` holds ``selection_scores`` (label-free, from the scenario's
+  held-out source split and unlabeled target inputs) and ``target_accuracy``, and ``summary.md``
+  the selection table: the criterion's pick per group, scenario and seed next to the oracle's.
 
 A NaN or infinite loss stops that run (its ``result.json`` says why) and the
 others go on.
@@ -114,5 +118,5 @@ def compare(config, out_dir=None, jobs: Optional[int] = None, executor: str = "p
         imports = tuple(str(Path(t).resolve()) if t.endswith(".py") else t for t in imports)
         todo = [(s, str(out.resolve()), imports if executor == "ray" else (), force) for s in specs]
         results = run_all(todo, executor, jobs, ray_address)
-        write_report(results, out)
+        write_report(results, out, select=cfg.select)
     return results

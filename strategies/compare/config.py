@@ -10,6 +10,19 @@ A compare config::
       - {name: replay, strategy: naive, plugins: ["replay:mem_size=200"]}
       - {name: adam, strategy: naive, optimizer: adam, lr: 0.001}   # an entry may override settings
 
+Label-free model selection (domain adaptation): entries with the same ``group: NAME`` are one
+method's grid, and a top-level ``select: CRITERION`` (one of
+:data:`kta_plugins.adapt.select.CRITERIA`) scores every grouped run after training with
+held-out labeled source data and unlabeled target inputs only; the report picks each group's
+entry by that score next to the target-label oracle. Every scenario must then be a
+source-target scenario with a held-out source split (``"digits-to-blurred:val_fraction=0.2"``)::
+
+    select: dev
+    scenarios: ["digits-to-blurred:val_fraction=0.2"]
+    strategies:
+      - {name: dann-0.1, group: dann, strategy: "domain-adaptation:method=dann,weight=0.1"}
+      - {name: dann-1, group: dann, strategy: "domain-adaptation:method=dann,weight=1"}
+
 A run config (``kta run --config run.yaml``) holds the keys of one entry plus
 ``scenario`` and ``seed``::
 
@@ -34,8 +47,8 @@ from ..runs import (SETTINGS, SettingError, check_device, check_seed, check_sett
 __all__ = ["ConfigError", "Config", "RunSpec", "load_config", "load_run_config", "parse_yaml", "RUN_KEYS",
            "ENTRY_KEYS", "TOP_KEYS"]
 
-TOP_KEYS = {"seeds": list, "scenarios": list, "strategies": list, "settings": dict, "output": str}
-ENTRY_KEYS = {"name": str, "strategy": str, "plugins": list}
+TOP_KEYS = {"seeds": list, "scenarios": list, "strategies": list, "settings": dict, "output": str, "select": str}
+ENTRY_KEYS = {"name": str, "strategy": str, "plugins": list, "group": str}
 RUN_KEYS = {"name": str, "scenario": str, "strategy": str, "plugins": list, "seed": int}
 
 
@@ -107,6 +120,8 @@ class RunSpec:
     settings: tuple  # sorted (key, value) pairs
     digest: str = ""
     resolved: str = ""  # the resolved settings as JSON (a string keeps the spec hashable)
+    group: str = ""  # the entry's ``group`` (one method's grid), "" when none
+    score: bool = False  # compute the label-free selection scores after training (``select`` is set)
 
     @property
     def run_id(self) -> str:
@@ -123,6 +138,7 @@ class Config:
     settings: dict = field(default_factory=dict)
     output: Optional[str] = None
     where: dict = field(default_factory=dict)  # key -> "file:line: key" for error messages
+    select: Optional[str] = None  # the label-free selection criterion, None: no selection
 
     def entry_settings(self, i: int) -> dict:
         st = self.strategies[i]
@@ -131,9 +147,14 @@ class Config:
     def runs(self) -> list[RunSpec]:
         return [
             RunSpec(sc, st["name"], st["strategy"], tuple(st.get("plugins", [])), seed,
-                    tuple(sorted(self.entry_settings(i).items())))
+                    tuple(sorted(self.entry_settings(i).items())), **self.selection(i))
             for sc in self.scenarios for i, st in enumerate(self.strategies) for seed in self.seeds
         ]
+
+    def selection(self, i: int) -> dict:
+        """``group`` and ``score`` of entry ``i``'s runs (scored when ``select`` is set and it has a group)."""
+        group = self.strategies[i].get("group", "")
+        return {"group": group, "score": bool(self.select and group)}
 
     def locate(self, key: str, i: Optional[int] = None, k: Optional[int] = None) -> str:
         """Where a run key (``scenario``, ``strategy``, ``plugins[j]``, a setting, ``seed``) of entry
@@ -192,6 +213,38 @@ def _check_spec(reg, spec, loc: str, errors: list, kind: str) -> None:
         return
     if (kind, name) in CLI_LIMITS:
         errors.append(f"{loc}: {kind} {name!r} cannot run from the command line: {CLI_LIMITS[(kind, name)]}")
+
+
+def _check_select(data, scenarios, loc: str, where: dict, errors: list) -> None:
+    """``select``: a known criterion, at least one ``group``, and scenarios with a held-out source split."""
+    from scenarios.registry import RegistryError, parse_spec
+
+    from kta_plugins.adapt.select import CRITERIA
+
+    crit = data["select"]
+    if crit not in CRITERIA:
+        errors.append(f"{loc}: unknown criterion {crit!r}; expected one of {', '.join(CRITERIA)}")
+    if not any(isinstance(st, dict) and st.get("group") for st in data["strategies"]):
+        errors.append(f"{loc}: needs at least one strategy entry with 'group: NAME' (the entries of a group "
+                      "are one method's grid, among which the criterion picks)")
+    for k, sc in enumerate(data["scenarios"]):
+        if not isinstance(sc, str):
+            continue
+        try:
+            name, raw = parse_spec(sc)
+            params = scenarios.signature(name)
+            value = scenarios.parse_kwargs(name, raw).get("val_fraction", params.get("val_fraction"))
+        except (RegistryError, KeyError):
+            continue  # reported by the scenario's own check
+        example = f"'{name}:val_fraction=0.2'" if "val_fraction" in params else "'digits-to-blurred:val_fraction=0.2'"
+        if "val_fraction" not in params:
+            errors.append(f"{where[f'scenarios[{k}]']}: select: {name!r} is not a source-target scenario with a "
+                          f"held-out source split (no val_fraction option); use one such as {example}")
+        else:
+            v = value.default if hasattr(value, "default") else value
+            if not (isinstance(v, (int, float)) and v > 0):
+                errors.append(f"{where[f'scenarios[{k}]']}: select: label-free selection needs a held-out labeled "
+                              f"source split; add val_fraction, e.g. {example}")
 
 
 def load_config(path) -> Config:
@@ -268,9 +321,11 @@ def load_config(path) -> Config:
         for j, p in enumerate(st.get("plugins", [])):
             _check_spec(PLUGINS, p, at(f"strategies[{i}].plugins[{j}]", st["plugins"].lines[j]), errors, "plugin")
         _check_settings_block(st, lambda k: where[f"strategies[{i}].{k}"], errors)
+    if "select" in data:
+        _check_select(data, SCENARIOS, at("select", data.lines["select"]), where, errors)
     cfg = Config(path, list(data["seeds"]), list(data["scenarios"]),
                  [dict(s) for s in data["strategies"] if isinstance(s, dict)], dict(settings), data.get("output"),
-                 where)
+                 where, data.get("select"))
     if not errors:  # the device once per distinct value (it needs torch)
         for i in range(len(cfg.strategies)):
             s = cfg.entry_settings(i)

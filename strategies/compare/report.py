@@ -1,15 +1,20 @@
-"""The report of a compare: ``results.csv``, ``summary.md`` (mean ± std over seeds), heatmaps and a bar chart."""
+"""The report of a compare: ``results.csv``, ``summary.md`` (mean ± std over seeds), heatmaps and a bar chart.
+
+With a ``select`` criterion, ``summary.md`` also holds the label-free selection table
+(:func:`selection_table`): per group x scenario x seed, the entry the criterion picks from the
+runs' ``selection_scores`` (no target label) and the oracle's pick (best target test accuracy).
+"""
 from __future__ import annotations
 
 import csv
 import io
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..runs import atomic_write_text, safe_name
 
-__all__ = ["write_report", "METRICS"]
+__all__ = ["write_report", "selection_table", "METRICS"]
 
 METRICS = ("average_accuracy", "forgetting", "bwt", "forward_transfer")
 
@@ -24,8 +29,47 @@ def _fmt(values, pct=True):
     return f"{k * np.mean(v):.1f} ± {k * np.std(v):.1f}"
 
 
-def write_report(results: Sequence[dict], out_dir) -> str:
-    """Write ``results.csv``, ``summary.md``, ``heatmaps/*.png`` and ``comparison.png``; return the summary."""
+def selection_table(results: Sequence[dict], criterion: str) -> str:
+    """The label-free selection table (markdown), or "" when no run has selection scores.
+
+    One row per (group, scenario, seed): the entry with the best ``criterion`` score (read from
+    ``selection_scores``: held-out source data and unlabeled target inputs only) and its target
+    test accuracy, the entry with the best target test accuracy ("oracle": what one would pick with
+    target labels) and its accuracy, and the gap in points (oracle - selected); then the mean over rows.
+    """
+    from kta_plugins.adapt.select import select
+
+    cells: dict = {}
+    for r in results:
+        if r.get("status") == "finished" and r.get("group") and r.get("selection_scores"):
+            cells.setdefault((r["group"], r["scenario"], r["seed"]), []).append(r)
+    if not cells:
+        return ""
+    sizes: dict = {}
+    for r in results:
+        if r.get("group"):
+            sizes.setdefault((r["group"], r["scenario"], r["seed"]), set()).add(r["name"])
+    lines = [f"Label-free selection by {criterion} (target labels only in the oracle columns):", "",
+             f"| group | scenario | seed | candidates | selected by {criterion} | target accuracy (%) | oracle | "
+             "target accuracy (%) | gap (points) |", "|---|---|---|---|---|---|---|---|---|"]
+    sel_acc, orc_acc = [], []
+    for (g, sc, seed), rs in cells.items():
+        picked = rs[select([r["selection_scores"] for r in rs], criterion)]
+        oracle = max(rs, key=lambda r: r["target_accuracy"])  # ties: the first
+        a, b = 100 * picked["target_accuracy"], 100 * oracle["target_accuracy"]
+        sel_acc.append(a)
+        orc_acc.append(b)
+        n = len(sizes[(g, sc, seed)])
+        lines.append(f"| {g} | {sc} | {seed} | {len(rs)}" + (f" of {n}" if n != len(rs) else "")
+                     + f" | {picked['name']} | {a:.1f} | {oracle['name']} | {b:.1f} | {b - a:.1f} |")
+    ma, mb = sum(sel_acc) / len(sel_acc), sum(orc_acc) / len(orc_acc)
+    lines.append(f"| mean over {len(cells)} | | | | | {ma:.1f} | | {mb:.1f} | {mb - ma:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Sequence[dict], out_dir, select: Optional[str] = None) -> str:
+    """Write ``results.csv``, ``summary.md``, ``heatmaps/*.png`` and ``comparison.png``; return the summary.
+    ``select``: the label-free criterion of the config (adds :func:`selection_table` to the summary)."""
     out = Path(out_dir)
     fields = ["run", "run_hash", "scenario", "name", "strategy", "plugins", "seed", "status", *METRICS,
               "train_time_s", "message"]
@@ -51,6 +95,9 @@ def write_report(results: Sequence[dict], out_dir) -> str:
                      + f" | {_fmt([sum(r['train_time_s']) for r in ok], pct=False)} |")
     failures = [f"- {r['run']}: {r['message']}" for r in results if r["status"] != "finished"]
     md = "\n".join(lines) + ("\n\nFailed runs:\n" + "\n".join(failures) if failures else "") + "\n"
+    table = selection_table(results, select) if select else ""
+    if table:
+        md += "\n" + table
     atomic_write_text(out / "summary.md", md)
     _plots(groups, out)
     return md

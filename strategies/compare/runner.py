@@ -10,6 +10,9 @@
   skipped; a changed setting gives another hash, so another folder: a result
   is never reused for other settings. ``force=True`` re-runs.
 * :func:`folder_lock` keeps two ``kta compare`` from working in one folder.
+* :func:`selection_scores`: the label-free scores of a trained run of a ``group`` (config ``select``),
+  from the scenario's held-out source split, its source training inputs and its unlabeled target
+  inputs; no target label is read. Stored in the run's ``result.json`` as ``selection_scores``.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from ..runs import (NonFiniteLoss, SettingError, atomic_write_text, build_run, n
                     resolve, run_hash)
 from .config import Config, ConfigError, RunSpec
 
-__all__ = ["prepare", "run_one", "failed", "folder_lock", "FolderBusy", "check_run_files", "RESULT", "CHECKPOINT", "LOCK"]
+__all__ = ["prepare", "run_one", "failed", "folder_lock", "FolderBusy", "check_run_files", "selection_scores", "RESULT",
+           "CHECKPOINT", "LOCK"]
 
 RESULT, CHECKPOINT, LOCK = "result.json", "checkpoint.pt", ".kta-compare.lock"
 
@@ -57,7 +61,7 @@ def prepare(cfg: Config) -> list[RunSpec]:
                 resolved = first if seed == cfg.seeds[0] else resolve(
                     sc, st["strategy"], plugins, seed=seed, **{**settings, "model": model})
                 spec = RunSpec(sc, st["name"], st["strategy"], plugins, seed,
-                               tuple(sorted({**settings, "model": model}.items())))
+                               tuple(sorted({**settings, "model": model}.items())), **cfg.selection(i))
                 runs.append(replace(spec, digest=run_hash(resolved), resolved=json.dumps(resolved, sort_keys=True)))
     if errors:
         raise ConfigError(errors)
@@ -141,6 +145,24 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def selection_scores(model, bm) -> dict:
+    """:func:`kta_plugins.adapt.select.score_model` of a trained ``model`` on a source-target scenario ``bm``.
+
+    Reads ``bm.source_val`` (held-out labeled source samples, never trained on), the inputs of
+    ``bm.source_train`` and ``bm.target_unlabeled`` (inputs only): no target label, no test data.
+    The model is moved to the CPU (the run is over).
+    """
+    from kta_plugins.adapt.select import score_model
+
+    val = getattr(bm, "source_val", None)
+    if getattr(bm, "kind", None) != "source-target" or val is None:
+        raise ValueError("label-free selection needs a source-target scenario with a held-out source split "
+                         "(val_fraction > 0)")
+    xv, yv = (val.tensors[0], val.tensors[1]) if hasattr(val, "tensors") else val
+    model.cpu()
+    return score_model(model, (xv, yv), bm.source_train.tensors[0], bm.target_unlabeled)
+
+
 def run_one(spec: RunSpec, out_dir, log: bool = True, force: bool = False) -> dict:
     """Train one (scenario, strategy, seed) run with a checkpoint after every experience.
 
@@ -165,7 +187,10 @@ def run_one(spec: RunSpec, out_dir, log: bool = True, force: bool = False) -> di
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     if result_path.exists():
-        return json.loads(result_path.read_text())
+        done = json.loads(result_path.read_text())
+        if not (spec.score and done.get("status") == "finished" and "selection_scores" not in done):
+            return done
+        shutil.rmtree(run_dir)  # finished without the selection scores (no select then): train it again
     run_dir.mkdir(parents=True, exist_ok=True)
     bm, strat = build_run(spec.scenario, spec.strategy, list(spec.plugins), seed=spec.seed,
                           log_dir=str(run_dir / "tb") if log else None, progress=False, **settings)
@@ -247,6 +272,16 @@ def run_one(spec: RunSpec, out_dir, log: bool = True, force: bool = False) -> di
             "forward_transfer": float(np.mean([A[j - 1, j] - b[j] for j in range(1, min(A.shape))]))
             if min(A.shape) > 1 else float("nan"),
         })
+    if spec.score:
+        result["group"] = spec.group
+    if spec.score and status == "finished" and len(A):
+        result["target_accuracy"] = float(A[-1, -1])  # test stream [source, target]: for the oracle only
+        try:
+            result["selection_scores"] = selection_scores(strat.model, bm)
+        except Exception as e:  # the training is kept; the report leaves the run out of the selection
+            result["selection_scores"] = None
+            result["message"] = f"{result['message']}; " if result["message"] else ""
+            result["message"] += f"selection scores failed: {one_line(f'{type(e).__name__}: {e}')}"
     atomic_write_text(result_path, json.dumps(result, indent=2, default=float) + "\n")
     ckpt_path.unlink(missing_ok=True)
     return result
