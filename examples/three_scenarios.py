@@ -78,9 +78,15 @@ def main(argv=None) -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     failed = []
     if args.from_compare:
+        from strategies.compare import load_config, prepare
+
+        # only this config's runs: a folder may also hold runs of earlier settings (other hashes)
+        wanted = {spec.digest for spec in prepare(load_config(args.config))}
         results = {}
         for f in sorted(Path(args.from_compare).glob("runs/*/result.json")):
             r = json.loads(f.read_text())
+            if r.get("run_hash") not in wanted:
+                continue
             if r["status"] != "finished":
                 failed.append(f"{r['scenario']}|{r['name']}|{r['seed']}: {r['message']}")
                 continue
