@@ -52,9 +52,8 @@ strength (see docs/continual_learning.md).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import copy
+from typing import Optional
 
 import torch
 from avalanche.models.dynamic_optimizers import reset_optimizer
