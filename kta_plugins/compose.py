@@ -436,11 +436,19 @@ class ComposeMixin:
     #: iteration's terms in ``loss_terms`` and their per-experience means in ``loss_term_means()``
     track_loss_terms = False
 
+    def _arbitrates(self) -> bool:
+        """Whether a plugin has a ``loss_stage`` (cached per plugin list: checked every iteration)."""
+        cached = self.__dict__.get("_kta_stage_cache")
+        if cached is None or cached[0] != self.plugins:
+            cached = (list(self.plugins), any(getattr(p, "loss_stage", None) for p in self.plugins))
+            self._kta_stage_cache = cached
+        return cached[1]
+
     def backward(self):
         ledger = self.__dict__.get("_kta_ledger")
         if ledger is None or ledger.key != _iteration_key(self):
-            ledger = loss_ledger(self) if any(getattr(p, "loss_stage", None) for p in self.plugins) else None
-        if ledger is not None:
+            ledger = loss_ledger(self) if self._arbitrates() else None
+        if ledger is not None and self._arbitrates():
             ledger.finalize()
         if self.track_loss_terms:
             self._track_terms(ledger)
@@ -487,4 +495,5 @@ class ComposeMixin:
         state.pop("_kta_ledger", None)
         state.pop("_kta_criterion", None)
         state.pop("_kta_last_terms", None)
+        state.pop("_kta_stage_cache", None)
         return state
