@@ -32,6 +32,7 @@ import torch
 
 from ..base import KTAPlugin, check_int, check_positive, check_type, experience_steps
 from ..compose import add_loss_term, ensure_optimizer, extra_forward
+from ..nn.grl import ganin_lambda
 from ..nn.tap import FeatureTap, resolve_module
 from .target import TargetSampler, as_inputs, find_target
 
@@ -120,6 +121,17 @@ class AlignmentPlugin(KTAPlugin):
         return [{"params": params, "lr": getattr(self, "head_lr", None), "name": f"{self.technique.lower()}.head"}]
 
     # ------------------------------------------------------------------ hooks
+    def _init_warmup(self, warmup: bool, gamma: float, schedule_steps: Optional[int]) -> None:
+        """Check and keep the warm-up options of the alignment weight (CORAL, MMD): Ganin's ramp
+        ``2 / (1 + exp(-gamma p)) - 1`` over ``schedule_steps`` updates (default: the experience's)."""
+        self.warmup = check_type("warmup", warmup, bool)
+        self.gamma = check_positive("gamma", gamma)
+        self.schedule_steps = None if schedule_steps is None else check_int("schedule_steps", schedule_steps, 1)
+
+    def ramp(self) -> float:
+        """The warm-up factor on the weight at the current progress (1 without ``warmup``)."""
+        return ganin_lambda(self.progress, self.gamma) if self.warmup else 1.0
+
     def _err(self, msg):
         return ValueError(f"{self.technique}: {msg}")
 

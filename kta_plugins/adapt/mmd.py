@@ -5,8 +5,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..base import check_int, check_positive, check_type, register_plugin
-from ..nn.grl import ganin_lambda
+from ..base import check_int, check_positive, register_plugin
 from .base import AlignmentPlugin
 from .guards import GuardedPlugin
 from .dann import example_target as _check_target
@@ -101,14 +100,8 @@ class MMD(GuardedPlugin, AlignmentPlugin):
         if self.kernel_mul <= 1:
             raise ValueError(f"kernel_mul must be > 1, got {kernel_mul!r}")
         self.kernel_num = check_int("kernel_num", kernel_num, 1)
-        self.warmup = check_type("warmup", warmup, bool)
-        self.gamma = check_positive("gamma", gamma)
-        self.schedule_steps = None if schedule_steps is None else check_int("schedule_steps", schedule_steps, 1)
+        self._init_warmup(warmup, gamma, schedule_steps)
         self._init_guards(guards)
-
-    def ramp(self) -> float:
-        """The warm-up factor on the weight at the current progress."""
-        return ganin_lambda(self.progress, self.gamma) if self.warmup else 1.0
 
     def alignment_loss(self, hs, ht, out_s, out_t):
         self._guard_features = hs.detach()
