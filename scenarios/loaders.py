@@ -201,9 +201,9 @@ class TensorBatchLoader:
         if self.world_size > 1:
             padded = order.repeat(-(-n * self.world_size // total))[: n * self.world_size]
             order = padded[self.rank :: self.world_size]
-            fields = [t[order] for t in self.tensors]
+            fields = [_take(t, order) for t in self.tensors]
         elif self.shuffle:
-            fields = [t[order] for t in self.tensors]
+            fields = [_take(t, order) for t in self.tensors]
         else:
             fields = self.tensors
         full = n - n % bs
@@ -212,6 +212,12 @@ class TensorBatchLoader:
         it._past_end()
         if full < n and not self.drop_last:
             yield [f[full:] for f in fields]
+
+
+def _take(field: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``field[index]`` for a 1-d index tensor: ``index_select`` gives the same tensor at a third of
+    advanced indexing's cost on CPU (3 us against 11 us for a digits experience)."""
+    return field.index_select(0, index)
 
 
 class _DatasetIterator:
@@ -361,7 +367,7 @@ class TensorMultiLoader(TensorBatchLoader):
                     its[d] = _DatasetIterator(self.sizes[d], self.batch_sizes[d], self.shuffle, self.drop_last,
                                               self.generator)
                     idx = its[d].next()
-                parts[d] = [f[idx] for f in self.datasets[d]]
+                parts[d] = [_take(f, idx) for f in self.datasets[d]]
             parts = [p for p in parts if p is not None]
             if len(parts) == 1:
                 yield parts[0]
@@ -376,7 +382,7 @@ class TensorMultiLoader(TensorBatchLoader):
             return
         it = _DatasetIterator(n, bs, self.shuffle, self.drop_last, self.generator)
         it._draw()
-        fields = [f[it.order] for f in self.datasets[0]] if self.shuffle else self.datasets[0]
+        fields = [_take(f, it.order) for f in self.datasets[0]] if self.shuffle else self.datasets[0]
         full = n - n % bs
         for start in range(0, full, bs):
             yield [f[start:start + bs] for f in fields]

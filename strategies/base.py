@@ -30,6 +30,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Optional, Sequence, Union
 
@@ -44,10 +45,13 @@ from avalanche.evaluation.metrics import (
 )
 from avalanche.training import Cumulative as _AvCumulative
 from avalanche.training import JointTraining as _AvJointTraining
-from avalanche.models.utils import avalanche_forward
+from avalanche.models.utils import avalanche_forward, is_multi_task_module
 from avalanche.evaluation import PluginMetric
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.templates.base_sgd import BaseSGDTemplate, PeriodicEval
+from avalanche.training.templates.problem_type.supervised_problem import SupervisedProblem
+from avalanche.training.templates.update_type.sgd_update import SGDUpdate as _SGDUpdate
 from torch import nn
 
 from kta_plugins.compose import ComposeMixin
@@ -353,6 +357,81 @@ class KTAStrategyMixin(ComposeMixin):
         with _QuietLibraryWarnings():  # see QUIET_WARNINGS
             return super().train(*args, **kwargs)
 
+    # ---- the training loop's own cost ---------------------------------------------
+    # Avalanche's ``training_epoch`` starts every iteration's loss as ``torch.zeros(1)`` and adds the
+    # criterion in place: an allocation, an in-place add and one more backward node per iteration
+    # (~25 us, a tenth of a small MLP's step). When nothing can observe the difference, the loss starts
+    # as a placeholder and becomes the criterion tensor itself (see _EmptyLoss); and batches the
+    # tensor loader cut on the strategy's device are not sent to it again.
+    # The iteration's dispatch is also bound once per epoch: each of Avalanche's ``_before_forward``...
+    # calls goes straight to the hooks that do something (none: a no-op), and the forward straight to
+    # the model (the checks of Avalanche's ``forward`` give the same answer all epoch long).
+    def training_epoch(self, **kwargs):
+        plan = self._epoch_plan()
+        self.__dict__.update(plan)
+        try:
+            super().training_epoch(**kwargs)
+        finally:
+            for name in plan:
+                self.__dict__.pop(name, None)
+            if isinstance(self.__dict__.get("loss"), _EmptyLoss):  # an exception before the criterion
+                self.loss = torch.zeros(1, device=self.device)
+
+    def _epoch_plan(self) -> dict:
+        """The instance attributes that shadow this epoch's dispatch (see ``training_epoch``); computed
+        again when the plugins, the loader, the experience or a setting it depends on change."""
+        dl = self.dataloader  # (the first read converts Avalanche's loader)
+        self._hooks_for("before_forward")  # refreshes the hook cache when the plugins changed
+        key = (self.__dict__["_kta_hooks"], dl, self.experience, self.track_loss_terms,
+               tuple(p.eval_every for p in self.plugins if isinstance(p, PeriodicEval)))
+        cached = self.__dict__.get("_kta_plan")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        plan = {"_kta_alias_criterion": self._criterion_alias_safe(),
+                "_kta_batches_on_device": isinstance(dl, TensorBatchLoader) and _on_device(dl, self.device)}
+        for event in _STEP_EVENTS:
+            name = "_" + event
+            if getattr(type(self), name) is not getattr(KTAStrategyMixin, name):
+                continue  # a subclass's own dispatch
+            hooks = [h for h in self._hooks_for(event) if not _idle(h)]
+            plan[name] = (_noop if not hooks else functools.partial(hooks[0], self) if len(hooks) == 1
+                          else functools.partial(_call_all, hooks, self))
+        cls = type(self)
+        if cls.forward is KTAStrategyMixin.forward and not DistributedHelper.is_distributed:
+            plan["forward"] = functools.partial(_plain_forward, self, hasattr(self.experience, "task_labels"))
+        if cls.criterion is ComposeMixin.criterion and _next(cls, ComposeMixin, "criterion") is SupervisedProblem.criterion:
+            plan["criterion"] = functools.partial(_plain_criterion, self)
+        if (cls.backward is ComposeMixin.backward and _next(cls, ComposeMixin, "backward") is BaseSGDTemplate.backward
+                and not self.track_loss_terms and not self._arbitrates()):
+            plan["backward"] = functools.partial(_plain_backward, self)  # no ledger to finalize
+        if cls.optimizer_step is BaseSGDTemplate.optimizer_step:
+            plan["optimizer_step"] = functools.partial(_plain_step, self)
+        self._kta_plan = (key, plan)
+        return plan
+
+    def _criterion_alias_safe(self) -> bool:
+        """Whether this epoch's loss may be the criterion tensor itself: only on Avalanche's own loop,
+        with no loss arbitration or term tracking (they read the criterion term apart from the loss),
+        and when the hooks that run between the criterion and backward are either all KTA's (which
+        never change ``strategy.loss`` in place) or all Avalanche's (which never read the ledger)."""
+        if _next(type(self), KTAStrategyMixin, "training_epoch") is not _SGDUpdate.training_epoch:
+            return False  # a strategy with its own loop (ER-ACE, DER...) may add to the loss in place
+        if self.track_loss_terms or self._arbitrates():
+            return False
+        homes = {_home(h) for e in ("before_forward", "after_forward", "before_backward") for h in self._hooks_for(e)
+                 if not isinstance(getattr(h, "__self__", None), EvaluationPlugin)}  # metrics read, never add
+        return homes <= {"kta"} or homes <= {"avalanche"}
+
+    def _make_empty_loss(self):
+        if self.__dict__.get("_kta_alias_criterion") and self.is_training:
+            return _EmptyLoss(self)
+        return super()._make_empty_loss()
+
+    def _unpack_minibatch(self):
+        if self.__dict__.get("_kta_batches_on_device"):
+            return  # a list of tensors already on self.device (TensorBatchLoader)
+        super()._unpack_minibatch()
+
     # ---- fast data path ----------------------------------------------------------
     # Every loader, whoever builds it (Avalanche's make_*_dataloader, ReplayPlugin or any plugin that
     # assigns ``strategy.dataloader``), passes through this property: an Avalanche multi-dataset loader
@@ -463,6 +542,9 @@ class KTAStrategyMixin(ComposeMixin):
         state.pop("_kta_hooks_key", None)
         state.pop("_kta_ddp", None)  # a DistributedDataParallel wrapper, rebuilt on demand
         state.pop("_kta_ddp_key", None)
+        plan = state.pop("_kta_plan", None)  # the epoch's bound dispatch (see training_epoch)
+        for name in plan[1] if plan else ():
+            state.pop(name, None)
         state.pop("_kta_ledger", None)  # this iteration's loss terms and graph
         state.pop("_kta_criterion", None)
         return state
@@ -472,6 +554,101 @@ class KTAStrategyMixin(ComposeMixin):
         g.set_state(state["_data_generator"])
         state["_data_generator"] = g
         self.__dict__.update(state)
+
+
+
+# the events of one training iteration (Avalanche's training_epoch calls each once per minibatch)
+_STEP_EVENTS = ("before_training_iteration", "before_forward", "after_forward", "before_backward",
+                "after_backward", "before_update", "after_update", "after_training_iteration")
+
+
+def _noop(**kwargs):
+    pass
+
+
+def _call_all(hooks, strategy, **kwargs):
+    for hook in hooks:
+        hook(strategy, **kwargs)
+
+
+def _idle(hook) -> bool:
+    """Avalanche's ``PeriodicEval`` per-iteration hook when it never evaluates (``eval_every <= 0``)."""
+    owner = getattr(hook, "__self__", None)
+    return isinstance(owner, PeriodicEval) and owner.eval_every <= 0 and hook.__name__ == "after_training_iteration"
+
+
+def _plain_criterion(strategy):
+    """``ComposeMixin.criterion`` over ``SupervisedProblem.criterion``, in one call."""
+    return strategy.record_criterion(strategy._criterion(strategy.mb_output, strategy.mbatch[1]))
+
+
+def _plain_backward(strategy):
+    strategy.loss.backward(retain_graph=strategy.retain_graph)
+
+
+def _plain_step(strategy):
+    strategy.optimizer.step()
+
+
+def _plain_forward(strategy, task_aware):
+    """``SupervisedProblem.forward`` with its checks made once per epoch (eval inside training: as is)."""
+    if not strategy.is_training:
+        return type(strategy).forward(strategy)
+    model, mbatch = strategy.model, strategy.mbatch
+    if task_aware and is_multi_task_module(model):
+        return model(mbatch[0], mbatch[-1])
+    return model(mbatch[0])
+
+
+class _EmptyLoss:
+    """``strategy.loss`` at the start of a training iteration when the criterion may be aliased (see
+    ``KTAStrategyMixin.training_epoch``). ``loss += criterion()`` makes the loss the criterion tensor
+    itself; anything else added, or any other use, behaves as Avalanche's ``torch.zeros(1)``."""
+
+    __slots__ = ("_strategy",)
+
+    def __init__(self, strategy):
+        self._strategy = strategy
+
+    def _zeros(self):
+        return torch.zeros(1, device=self._strategy.device)
+
+    def __iadd__(self, other):
+        recorded = self._strategy.__dict__.get("_kta_criterion")
+        if recorded is not None and recorded[1] is other:
+            return other
+        return self._zeros() + other
+
+    def __add__(self, other):
+        return self._zeros() + other
+
+    __radd__ = __add__
+
+    def __getattr__(self, name):
+        return getattr(self._zeros(), name)
+
+
+def _home(hook) -> str:
+    """``"kta"``, ``"avalanche"`` or ``"other"``: where a bound hook's function is written."""
+    module = getattr(getattr(hook, "__func__", hook), "__module__", "") or ""
+    top = module.split(".", 1)[0]
+    return "kta" if top in ("kta_plugins", "strategies") else top if top == "avalanche" else "other"
+
+
+@functools.lru_cache(maxsize=None)
+def _next(cls, after, name):
+    """The ``name`` that ``super()`` reaches from class ``after`` in ``cls``'s method order."""
+    mro = cls.__mro__
+    for klass in mro[mro.index(after) + 1:]:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+def _on_device(loader, device) -> bool:
+    fields = [t for d in getattr(loader, "datasets", [loader.tensors]) for t in d]
+    device = torch.device(device)
+    return all(t.device == device for t in fields)
 
 
 def _make_trigger(event):

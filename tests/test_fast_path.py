@@ -125,3 +125,172 @@ def test_replay_storage_policies_stay_fast_and_match_avalanche_loader(spec):
     assert len(seen[-1].datasets) >= 2  # current data + memory
     for a, b in zip(fast.model.parameters(), slow.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+# ---- the training loop's shortcuts (KTAStrategyMixin.training_epoch) ---------------------------------
+class _AvalancheLoop(Naive):
+    """KTA's Naive on Avalanche's own loop and dispatch: the reference for the shortcuts."""
+
+    def training_epoch(self, **kwargs):
+        from avalanche.training.templates.update_type.sgd_update import SGDUpdate
+
+        return SGDUpdate.training_epoch(self, **kwargs)
+
+
+def _plugin_sets():
+    from avalanche.training.plugins import EWCPlugin, LwFPlugin
+
+    from kta_plugins.distill import KD
+
+    def teacher():
+        torch.manual_seed(5)
+        return MLP((1, 8, 8), 10, hidden=(16,))
+
+    return {
+        "none": lambda: [],
+        "avalanche-ewc": lambda: [EWCPlugin(ewc_lambda=10.0)],
+        "avalanche-lwf": lambda: [LwFPlugin(alpha=1.0, temperature=2.0)],
+        "kta-kd": lambda: [KD(teacher=teacher(), alpha=0.5)],
+        "mixed": lambda: [EWCPlugin(ewc_lambda=10.0), KD(teacher=teacher(), alpha=0.5)],
+    }
+
+
+@pytest.mark.parametrize("name", list(_plugin_sets()))
+def test_loop_shortcuts_train_exactly_as_avalanches_loop(split, name):
+    exps = list(split.train_stream)[:2]
+    make = _plugin_sets()[name]
+    fast, ref = _strategy(plugins=make(), train_epochs=2), _strategy(_AvalancheLoop, plugins=make(), train_epochs=2)
+    _train(fast, exps)
+    _train(ref, exps)
+    for a, b in zip(fast.model.parameters(), ref.model.parameters()):
+        assert torch.equal(a, b)
+    assert not any(k in fast.__dict__ for k in ("forward", "criterion", "backward", "_before_forward"))
+
+
+class _InPlacePenalty:
+    """A user's plugin (not KTA's, not Avalanche's) that adds to the loss in place."""
+
+    def before_backward(self, strategy, **kwargs):
+        strategy.loss += 0.0 * sum(p.sum() for p in strategy.model.parameters())
+
+
+def test_criterion_is_the_loss_only_when_nothing_can_tell(split):
+    from avalanche.core import SupervisedPlugin
+    from avalanche.training.plugins import EWCPlugin
+
+    from kta_plugins.distill import KD
+
+    class UserPlugin(_InPlacePenalty, SupervisedPlugin):
+        pass
+
+    t = MLP((1, 8, 8), 10, hidden=(16,))
+    cases = {(): True, (EWCPlugin(1.0),): True, (KD(teacher=t),): True,
+             (EWCPlugin(1.0), KD(teacher=t)): False,  # Avalanche's += would change the ledger's criterion
+             (UserPlugin(),): False}
+    for plugins, expected in cases.items():
+        s = _strategy(plugins=plugins)
+        assert s._criterion_alias_safe() is expected, plugins
+    s = _strategy()
+    s.track_loss_terms = True  # the ledger reads the criterion term apart from the loss
+    assert s._criterion_alias_safe() is False
+
+    seen = []
+
+    class Spy(SupervisedPlugin):
+        def after_training_iteration(self, strategy, **kwargs):
+            seen.append((strategy.loss is strategy._kta_criterion[1], tuple(strategy.loss.shape)))
+
+    s = _strategy(plugins=[Spy()])
+    _train(s, list(split.train_stream)[:1])
+    assert seen and all(seen_is and shape == () for seen_is, shape in seen)
+    s = _strategy(plugins=[Spy(), UserPlugin()])
+    seen.clear()
+    _train(s, list(split.train_stream)[:1])
+    assert seen and all(not seen_is and shape == (1,) for seen_is, shape in seen)  # Avalanche's zeros(1) + loss
+
+
+def test_empty_loss_placeholder_behaves_as_avalanches_zeros(split):
+    from strategies.base import _EmptyLoss
+
+    s = _strategy()
+    empty = _EmptyLoss(s)
+    x = torch.tensor(2.0, requires_grad=True)
+    assert torch.equal(empty + x, torch.zeros(1) + x) and torch.equal(x + empty, torch.zeros(1) + x)
+    assert empty.item() == 0.0 and empty.shape == (1,)
+    other = x * 3
+    total = empty
+    total += other  # not the criterion: a new tensor, as Avalanche's zeros(1) += other gives
+    assert total is not other and torch.equal(total, torch.zeros(1) + other)
+
+
+def test_loop_shortcuts_leave_nothing_behind_on_error(split):
+    class Boom(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.calls = torch.nn.Linear(64, 10), 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("boom")
+            return self.lin(x.flatten(1))
+
+    torch.manual_seed(0)
+    model = Boom()
+    s = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        _train(s, list(split.train_stream)[:1])
+    assert isinstance(s.loss, torch.Tensor)
+    assert not any(k in s.__dict__ for k in ("forward", "criterion", "backward", "optimizer_step", "_after_update"))
+
+
+def test_plugins_added_between_epochs_and_subclass_dispatch_are_honoured(split):
+    from avalanche.core import SupervisedPlugin
+
+    calls = {"late": 0, "sub": 0}
+
+    class Late(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            calls["late"] += 1
+
+    class Adder(SupervisedPlugin):
+        def after_training_epoch(self, strategy, **kwargs):
+            if strategy.clock.train_exp_epochs == 0:  # (the clock counts this epoch after this hook)
+                strategy.plugins.append(Late())
+
+    class Sub(Naive):
+        def _before_forward(self, **kwargs):
+            calls["sub"] += 1
+            super()._before_forward(**kwargs)
+
+    s = _strategy(Sub, plugins=[Adder()], train_epochs=2)
+    _train(s, list(split.train_stream)[:1])
+    n_iter = s.clock.train_exp_iterations
+    assert calls["sub"] == n_iter and 0 < calls["late"] == n_iter // 2
+
+
+def test_periodic_evaluation_by_iteration_still_runs(split):
+    s = _strategy(train_epochs=1, eval_every=2, peval_mode="iteration")
+    evals = []
+    orig = s.eval
+    s.eval = lambda *a, **k: (evals.append(1), orig(*a, **k))[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s.train(split.train_stream[0], eval_streams=[split.test_stream[0]])
+    assert len(evals) >= s.clock.train_exp_iterations // 2
+
+
+def test_strategy_state_taken_mid_epoch_holds_no_bound_dispatch(split):
+    from avalanche.core import SupervisedPlugin
+
+    states = []
+
+    class Snap(SupervisedPlugin):
+        def after_training_iteration(self, strategy, **kwargs):
+            states.append(strategy.__getstate__())
+
+    s = _strategy(plugins=[Snap()])
+    _train(s, list(split.train_stream)[:1])
+    assert states and not any(k in st for st in states
+                              for k in ("forward", "criterion", "backward", "optimizer_step", "_before_forward",
+                                        "_kta_plan"))
