@@ -53,18 +53,18 @@ def replay(mem_size: int = 200, batch_size: Optional[int] = None, batch_size_mem
 @register_plugin("lwf")
 def lwf(alpha: float = 1.0, temperature: float = 2.0):
     """Avalanche's LwFPlugin: Learning without Forgetting (Li & Hoiem 2016)."""
-    from avalanche.training.plugins import LwFPlugin
+    from .avalanche_plugins import LwF
 
     check_positive("alpha", alpha, strict=False)
     check_positive("temperature", temperature)
-    return LwFPlugin(alpha=alpha, temperature=temperature)
+    return LwF(alpha=alpha, temperature=temperature)
 
 
 @register_plugin("ewc")
 def ewc(ewc_lambda: float = 100.0, mode: Literal["separate", "online"] = "separate",
         decay_factor: Optional[float] = None):
     """Avalanche's EWCPlugin: Elastic Weight Consolidation (Kirkpatrick et al. 2017)."""
-    from avalanche.training.plugins import EWCPlugin
+    from .avalanche_plugins import EWC
 
     check_positive("ewc_lambda", ewc_lambda, strict=False)
     check_choice("mode", mode, ["separate", "online"])
@@ -74,4 +74,4 @@ def ewc(ewc_lambda: float = 100.0, mode: Literal["separate", "online"] = "separa
         check_positive("decay_factor", decay_factor)
     elif mode == "online":
         decay_factor = 1.0
-    return EWCPlugin(ewc_lambda=ewc_lambda, mode=mode, decay_factor=decay_factor)
+    return EWC(ewc_lambda=ewc_lambda, mode=mode, decay_factor=decay_factor)

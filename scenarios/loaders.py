@@ -230,11 +230,12 @@ class _DatasetIterator:
     trailing ``randperm(n)[:0]``).
     """
 
-    __slots__ = ("n", "bs", "shuffle", "drop_last", "generator", "order", "pos", "ended")
+    __slots__ = ("n", "bs", "shuffle", "drop_last", "generator", "order", "pos", "ended", "fields", "data")
 
-    def __init__(self, n, bs, shuffle, drop_last, generator):
+    def __init__(self, n, bs, shuffle, drop_last, generator, fields=None):
         self.n, self.bs, self.shuffle, self.drop_last, self.generator = n, bs, shuffle, drop_last, generator
         self.order, self.pos, self.ended = None, 0, False
+        self.fields, self.data = fields, None  # with fields: next() gives their rows, gathered once per pass
 
     def _draw(self):
         if not self.shuffle:
@@ -244,25 +245,32 @@ class _DatasetIterator:
             self.order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
         else:
             self.order = torch.randperm(self.n, generator=self.generator)
+        if self.fields is not None:
+            self.data = [_take(f, self.order) for f in self.fields] if self.shuffle else self.fields
 
     def _past_end(self):
         if not self.ended and self.shuffle and self.generator is not None:
             torch.randperm(self.n, generator=self.generator)
         self.ended = True
 
-    def next(self) -> Optional[torch.Tensor]:
+    def next(self):
+        """The next batch's indices (its rows of ``fields`` when given), or None at the end."""
         if self.order is None:
             self._draw()
         left = self.n - self.pos
         if left >= self.bs:
             self.pos += self.bs
-            return self.order[self.pos - self.bs : self.pos]
-        self._past_end()
-        if left == 0 or self.drop_last:
+            start, stop = self.pos - self.bs, self.pos
+        else:
+            self._past_end()
+            if left == 0 or self.drop_last:
+                self.pos = self.n
+                return None
+            start, stop = self.n - left, self.n
             self.pos = self.n
-            return None
-        self.pos = self.n
-        return self.order[self.n - left :]
+        if self.data is not None:
+            return [f[start:stop] for f in self.data]
+        return self.order[start:stop]
 
 
 class TensorMultiLoader(TensorBatchLoader):
@@ -341,8 +349,8 @@ class TensorMultiLoader(TensorBatchLoader):
         if D == 1 and not self.never_ending:
             yield from self._iter_single()
             return
-        its = [_DatasetIterator(n, b, self.shuffle, self.drop_last, self.generator)
-               for n, b in zip(self.sizes, self.batch_sizes)]
+        its = [_DatasetIterator(n, b, self.shuffle, self.drop_last, self.generator, fields)
+               for n, b, fields in zip(self.sizes, self.batch_sizes, self.datasets)]
         live = [True] * D
         term = self.termination_dataset
         order = list(range(D)) if self.never_ending else [term] + [d for d in range(D) if d != term]
@@ -357,17 +365,17 @@ class TensorMultiLoader(TensorBatchLoader):
                         return
                     live[d] = False
                     continue
-                idx = its[d].next()
-                if idx is None:
+                rows = its[d].next()
+                if rows is None:
                     if is_term or not self.oversample_small_datasets:
                         if is_term:
                             return
                         live[d] = False
                         continue
                     its[d] = _DatasetIterator(self.sizes[d], self.batch_sizes[d], self.shuffle, self.drop_last,
-                                              self.generator)
-                    idx = its[d].next()
-                parts[d] = [_take(f, idx) for f in self.datasets[d]]
+                                              self.generator, self.datasets[d])
+                    rows = its[d].next()
+                parts[d] = rows
             parts = [p for p in parts if p is not None]
             if len(parts) == 1:
                 yield parts[0]

@@ -131,6 +131,82 @@ def test_si_penalty_pulls_weights_back_to_the_anchor():
     assert (p.grad * diff >= 0).all() and (p.grad * diff > 0).any()  # a step against it goes back
 
 
+def _twin_runs(make_kta, make_av, stream, epochs=2):
+    """The same KTA Naive run twice, with KTA's subclass and with Avalanche's plugin."""
+    from kta_plugins.nn import MLP
+    from strategies import Naive
+
+    out = []
+    for make in (make_kta, make_av):
+        torch.manual_seed(0)
+        model = MLP((1, 8, 8), 10, hidden=(32,))
+        plugin = make()
+        s = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), plugins=[plugin],
+                  train_mb_size=32, train_epochs=epochs, progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for exp in list(stream.train_stream)[:3]:
+                s.train(exp)
+        out.append((s, plugin))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["separate", "online"])
+def test_ewc_fast_path_gives_avalanches_numbers(mode):
+    """KTA's EWC: Avalanche's importances (tensor batches instead of its per-sample loader) and penalty."""
+    from avalanche.training.plugins import EWCPlugin
+
+    from kta_plugins.avalanche_plugins import EWC
+    from scenarios import class_incremental
+
+    kw = dict(ewc_lambda=50.0, mode=mode, decay_factor=0.5 if mode == "online" else None)
+    (s1, kta), (s2, ref) = _twin_runs(lambda: EWC(**kw), lambda: EWCPlugin(**kw),
+                                      class_incremental("digits", n_experiences=5, seed=0))
+    for e in ref.importances:
+        for k, imp in ref.importances[e].items():
+            assert torch.allclose(kta.importances[e][k].data, imp.data, rtol=1e-5, atol=1e-9)
+    for a, b in zip(s1.model.parameters(), s2.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert any(float(i.data.abs().sum()) > 0 for i in kta.importances[max(kta.importances)].values())
+
+
+def test_ewc_penalty_is_a_ledger_term_with_the_hand_computed_value():
+    from kta_plugins.avalanche_plugins import EWC
+    from kta_plugins.compose import loss_ledger
+    from kta_plugins.testing import _default_model, _run as run_tiny, tiny_streams
+
+    seen = []
+
+    class Spy(EWC):
+        def before_backward(self, strategy, **kwargs):
+            super().before_backward(strategy, **kwargs)
+            if strategy.clock.train_exp_counter > 0:
+                term = loss_ledger(strategy).terms["ewc"]
+                hand = sum((self.importances[0][k].data * (p - self.saved_params[0][k].data).pow(2)).sum()
+                           for k, p in strategy.model.named_parameters())
+                seen.append((term.weight, float(term.value), float(hand)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_tiny(lambda: Spy(ewc_lambda=7.0), _default_model, tiny_streams()["class-incremental"], 0, 2)
+    assert seen and all(w == 7.0 and v == pytest.approx(h, rel=1e-5) for w, v, h in seen)
+
+
+@pytest.mark.parametrize("kind", ["class", "task"])
+def test_lwf_fast_path_gives_avalanches_numbers(kind):
+    from avalanche.training.plugins import LwFPlugin
+
+    from kta_plugins.avalanche_plugins import LwF
+    from scenarios import class_incremental, task_incremental
+
+    stream = (class_incremental if kind == "class" else task_incremental)("digits", n_experiences=5, seed=0)
+    (s1, kta), (s2, ref) = _twin_runs(lambda: LwF(alpha=1.0, temperature=2.0),
+                                      lambda: LwFPlugin(alpha=1.0, temperature=2.0), stream)
+    assert kta.lwf.prev_classes_by_task == ref.lwf.prev_classes_by_task and kta.lwf.expcount == 3
+    for a, b in zip(s1.model.parameters(), s2.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_rwalk_short_experiences_stay_finite():
     """Avalanche's RWalk gives NaN penalties when an experience has fewer than delta_t iterations."""
     check_plugin(PLUGINS.get("rwalk"), clauses=["trains"])

@@ -28,8 +28,8 @@ replay         MLP(256) on split digits + replay of 200 (batch 64 + 64 from memo
 kd-fixed       MNIST-1D CNN + logit KD from a fixed teacher (T=4, alpha=0.9), 3 x 5
 kd-fixed-cache the same with KTA's per-sample teacher-output cache (``kd.cache_teacher = True``)
 kd-previous    MNIST-1D CNN + KD from the previous experience's model, 3 x 5
-lwf            MLP(256) on split digits + Avalanche's LwF (alpha=1, T=2), 20 x 5
-ewc            MLP(256) on split digits + Avalanche's EWC (lambda=100), 20 x 5
+lwf            MLP(256) on split digits + LwF (alpha=1, T=2): Avalanche's plugin / KTA's ``lwf``, 20 x 5
+ewc            MLP(256) on split digits + EWC (lambda=100): Avalanche's plugin / KTA's ``ewc``, 20 x 5
 dann           MLP(256), digits -> noisy digits, DANN (domain head 256x2, dropout 0.5), 20 epochs
 pcgrad         MNIST-1D multi-task (digit + scale regression), hard sharing + PCGrad, 20 epochs
 =============  ===========================================================================
