@@ -98,15 +98,33 @@ def redirect_gradient(strategy, tensors, current: torch.Tensor, wanted: torch.Te
     """Make ``strategy.loss``'s gradient w.r.t. ``tensors`` move from ``current`` to ``wanted``
     (flattened), leaving its value and every other gradient unchanged.
 
-    Adds ``<t, wanted - current> - stop_gradient(<t, wanted - current>)``.
+    The effect of adding ``<t, wanted - current> - stop_gradient(<t, wanted - current>)``, as one
+    autograd node (:class:`_RedirectGradient`) instead of three per tensor.
     """
     delta = (wanted - current).detach()
-    extra, offset = 0.0, 0
-    for t in tensors:
-        n = t.numel()
-        extra = extra + (t * delta[offset:offset + n].view_as(t)).sum()
-        offset += n
-    strategy.loss = strategy.loss + (extra - extra.detach())
+    strategy.loss = _RedirectGradient.apply(strategy.loss, delta, *tensors)
+
+
+class _RedirectGradient(torch.autograd.Function):
+    """``loss`` unchanged forward; backward: ``loss``'s gradient ``g`` passes on, and each tensor
+    ``t_i`` receives ``g * delta_i`` (its slice of the flattened ``delta``)."""
+
+    @staticmethod
+    def forward(ctx, loss, delta, *tensors):
+        ctx.shapes = [t.shape for t in tensors]
+        ctx.save_for_backward(delta)
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, g_out):
+        (delta,) = ctx.saved_tensors
+        g = g_out.sum()  # the loss is a scalar (shape () or Avalanche's (1,))
+        grads, offset = [], 0
+        for shape in ctx.shapes:
+            n = shape.numel()
+            grads.append(g * delta[offset:offset + n].view(shape))
+            offset += n
+        return (g_out, None, *grads)
 
 
 class SharedGradients:
