@@ -30,11 +30,10 @@ def replay(mem_size: int = 200, batch_size: Optional[int] = None, batch_size_mem
     classes seen) or ``reservoir`` (one random sample of everything seen). ``task_balanced``: the memory
     part of each batch balanced over task labels. Each batch holds ``batch_size`` new samples (default:
     the strategy's) and ``batch_size_mem`` memory samples (default: the same). On tensor-backed streams
-    KTA batches the data and the buffer as tensors (the batches of Avalanche's ``ReplayDataLoader``).
+    KTA holds the buffer and batches it as tensors (:mod:`kta_plugins.replay`: the same samples and batches
+    as Avalanche's policies and ``ReplayDataLoader``).
     """
-    from avalanche.training.plugins import ReplayPlugin
-    from avalanche.training.storage_policy import ClassBalancedBuffer, ExperienceBalancedBuffer, \
-        ReservoirSamplingBuffer
+    from .replay import Replay, TensorClassBalancedBuffer, TensorExperienceBalancedBuffer, TensorReservoirBuffer
 
     check_int("mem_size", mem_size, minimum=1)
     for name, value in (("batch_size", batch_size), ("batch_size_mem", batch_size_mem)):
@@ -43,10 +42,10 @@ def replay(mem_size: int = 200, batch_size: Optional[int] = None, batch_size_mem
     check_choice("storage", storage, ["experience", "class", "reservoir"])
     if not isinstance(task_balanced, bool):
         raise TypeError(f"task_balanced must be a bool, got {task_balanced!r}")
-    policy = {"experience": lambda: ExperienceBalancedBuffer(max_size=mem_size, adaptive_size=True),
-              "class": lambda: ClassBalancedBuffer(max_size=mem_size, adaptive_size=True),
-              "reservoir": lambda: ReservoirSamplingBuffer(max_size=mem_size)}[storage]()
-    return ReplayPlugin(mem_size=mem_size, batch_size=batch_size, batch_size_mem=batch_size_mem,
+    policy = {"experience": lambda: TensorExperienceBalancedBuffer(max_size=mem_size, adaptive_size=True),
+              "class": lambda: TensorClassBalancedBuffer(max_size=mem_size, adaptive_size=True),
+              "reservoir": lambda: TensorReservoirBuffer(max_size=mem_size)}[storage]()
+    return Replay(mem_size=mem_size, batch_size=batch_size, batch_size_mem=batch_size_mem,
                         task_balanced_dataloader=task_balanced, storage_policy=policy)
 
 

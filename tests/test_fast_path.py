@@ -294,3 +294,55 @@ def test_strategy_state_taken_mid_epoch_holds_no_bound_dispatch(split):
     assert states and not any(k in st for st in states
                               for k in ("forward", "criterion", "backward", "optimizer_step", "_before_forward",
                                         "_kta_plan"))
+
+
+# ---- replay on tensors (kta_plugins.replay) ---------------------------------------------------------
+@pytest.mark.parametrize("storage", ["experience", "class", "reservoir"])
+@pytest.mark.parametrize("kind", ["class", "task"])
+def test_tensor_replay_holds_and_batches_avalanches_samples(storage, kind):
+    """KTA's Replay + tensor storage policy against Avalanche's ReplayPlugin + policy: the same buffer
+    (sample for sample, in order), the same batches, the same weights; the buffer still reads as a dataset."""
+    from avalanche.training.storage_policy import ClassBalancedBuffer, ExperienceBalancedBuffer, \
+        ReservoirSamplingBuffer
+
+    from kta_plugins.replay import Replay, TensorClassBalancedBuffer, TensorExperienceBalancedBuffer, \
+        TensorReservoirBuffer, memory_fields
+    from scenarios.loaders import tensor_view
+
+    policies = {"experience": (TensorExperienceBalancedBuffer, ExperienceBalancedBuffer),
+                "class": (TensorClassBalancedBuffer, ClassBalancedBuffer),
+                "reservoir": (TensorReservoirBuffer, ReservoirSamplingBuffer)}[storage]
+    bm = (class_incremental if kind == "class" else task_incremental)("digits", n_experiences=5, seed=0)
+    exps = list(bm.train_stream)[:3]
+    runs, seen = [], []
+    for i, policy in enumerate(policies):
+        plugin = (Replay if i == 0 else ReplayPlugin)(mem_size=50, batch_size_mem=16, storage_policy=policy(50))
+        s = _strategy(plugins=[plugin], train_epochs=2)
+        _train(s, exps, seen if i == 0 else None)
+        runs.append((s, plugin.storage_policy))
+    (fast, tensor_policy), (ref, av_policy) = runs
+    assert all(type(d) is TensorMultiLoader for d in seen)
+    held = memory_fields(tensor_policy)
+    expected = tensor_view(av_policy.buffer)
+    assert len(held[0]) == 50 and all(torch.equal(a, b) for a, b in zip(held, expected))
+    as_dataset = tensor_view(tensor_policy.buffer)  # materialised from the experiences' datasets
+    assert all(torch.equal(a, b) for a, b in zip(as_dataset, expected))
+    for a, b in zip(fast.model.parameters(), ref.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_tensor_replay_falls_back_to_avalanche_on_data_it_cannot_hold(split):
+    """An experience with an active transform: the buffer is held by Avalanche's code (a dataset)."""
+    from kta_plugins.replay import Replay, memory_fields
+
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+
+    d0 = split.train_stream[0].dataset.replace_current_transform_group(lambda x: x.flip(-1))
+    d1 = split.train_stream[1].dataset
+    exps = list(benchmark_from_datasets(train=[d0, d1], test=[d0, d1]).train_stream)
+    plugin = Replay(mem_size=20)
+    seen = []
+    s = _strategy(plugins=[plugin], train_epochs=1)
+    _train(s, exps, seen)
+    assert memory_fields(plugin.storage_policy) is None and len(plugin.storage_policy.buffer) == 20
+    assert len(seen) == 2  # trained on both, through Avalanche's storage code and ReplayDataLoader
