@@ -46,6 +46,30 @@ def forward_model(strategy, x: torch.Tensor) -> torch.Tensor:
     return extra_forward(strategy, x)[0]
 
 
+
+def probe_layer(strategy, layer: str, inputs):
+    """``[(features of layer or None, output or the exception raised), ...]`` for each batch in
+    ``inputs``: forwards of ``strategy.model`` in eval mode, without gradients, through a scoped tap
+    (the model's mode and the other taps are restored). For a plugin's checks before training."""
+    model = strategy.model
+    was_training = model.training
+    tap = FeatureTap(model, [layer], detach=True, scoped=True)
+    results = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for x in inputs:
+                tap.clear()
+                try:
+                    out = forward_model(strategy, x.to(strategy.device))
+                except Exception as e:  # noqa: BLE001 - the caller reports it with the shapes involved
+                    out = e
+                results.append((tap.features.get(layer), out))
+    finally:
+        tap.remove()
+        model.train(was_training)
+    return results
+
 class AlignmentPlugin(KTAPlugin):
     """Base class: align the features of ``layer`` between source and target minibatches.
 
@@ -172,28 +196,18 @@ class AlignmentPlugin(KTAPlugin):
 
     def _probe(self, strategy, x_cur, x_other):
         """Features of one current and one other-domain sample, in eval mode without gradients."""
-        model = strategy.model
-        was_training = model.training
         names = ("current experience", "buffer of past domains" if self.stream else "target")
-        tap = FeatureTap(model, [self.layer], detach=True, scoped=True)
         feats, outs = [], []
-        try:
-            model.eval()
-            with torch.no_grad():
-                for name, x in zip(names, (x_cur, x_other)):
-                    tap.clear()
-                    x = x.to(strategy.device)
-                    try:
-                        outs.append(forward_model(strategy, x))
-                    except Exception as e:  # noqa: BLE001 - report it with the shapes involved
-                        if self.layer not in tap.features:
-                            raise self._err(f"the model cannot run on the {name} inputs of shape "
-                                            f"{tuple(x.shape[1:])}: {type(e).__name__}: {e}") from None
-                        outs.append(None)
-                    feats.append(tap[self.layer])
-        finally:
-            tap.remove()
-            model.train(was_training)
+        for name, x, (feat, out) in zip(names, (x_cur, x_other), probe_layer(strategy, self.layer, (x_cur, x_other))):
+            if isinstance(out, Exception):
+                if feat is None:
+                    raise self._err(f"the model cannot run on the {name} inputs of shape "
+                                    f"{tuple(x.shape[1:])}: {type(out).__name__}: {out}") from None
+                out = None
+            if feat is None:
+                raise KeyError(f"no output recorded for {self.layer!r} yet: run a forward pass first")
+            feats.append(feat)
+            outs.append(out)
         a, b = feats
         if a.shape[1:] != b.shape[1:]:
             src, tgt = (names[1], names[0]) if self.stream else names

@@ -48,7 +48,7 @@ from ..base import (KTAPlugin, check_int, check_positive, check_range, check_typ
                     experience_steps, register_plugin)
 from ..nn.grl import ganin_lambda, grad_reverse
 from ..nn.tap import FeatureTap, resolve_module
-from .base import forward_model
+from .base import probe_layer
 from .dann import domain_head, seed_dropout
 from .guards import GuardedPlugin
 
@@ -268,20 +268,12 @@ class FairAdversary(GuardedPlugin, KTAPlugin):
 
     def _probe(self, strategy):
         """Flattened feature width and output width from one training sample (eval mode, no gradient)."""
-        model = strategy.model
-        was_training = model.training
-        tap = FeatureTap(model, [self.layer], detach=True, scoped=True)
-        x = torch.as_tensor(strategy.adapted_dataset[0][0]).unsqueeze(0).float().to(strategy.device)
-        try:
-            model.eval()
-            with torch.no_grad():
-                out = forward_model(strategy, x)
-            if self.layer not in tap.features:
-                raise self._err(f"layer={self.layer!r} is not used by {type(model).__name__}'s forward pass")
-            h = tap[self.layer]
-        finally:
-            tap.remove()
-            model.train(was_training)
+        x = torch.as_tensor(strategy.adapted_dataset[0][0]).unsqueeze(0).float()
+        ((h, out),) = probe_layer(strategy, self.layer, [x])
+        if isinstance(out, Exception):
+            raise out
+        if h is None:
+            raise self._err(f"layer={self.layer!r} is not used by {type(strategy.model).__name__}'s forward pass")
         return h.flatten(1).shape[1], out.shape[-1]
 
     @property
