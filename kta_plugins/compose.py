@@ -176,10 +176,12 @@ class LossLedger:
         if self.finalized:
             return
         self.finalized = True
-        for stage in ("measure", "arbitrate"):
-            for p in self.strategy.plugins:
-                if getattr(p, "loss_stage", None) == stage:
-                    p.finalize_loss(self.strategy)
+        staged = getattr(self.strategy, "_staged_plugins", None)
+        plugins = staged() if staged is not None else [
+            p for stage in ("measure", "arbitrate") for p in self.strategy.plugins
+            if getattr(p, "loss_stage", None) == stage]
+        for p in plugins:
+            p.finalize_loss(self.strategy)
 
 
 def _check_factor(what, value, context):
@@ -436,13 +438,19 @@ class ComposeMixin:
     #: iteration's terms in ``loss_terms`` and their per-experience means in ``loss_term_means()``
     track_loss_terms = False
 
-    def _arbitrates(self) -> bool:
-        """Whether a plugin has a ``loss_stage`` (cached per plugin list: checked every iteration)."""
+    def _staged_plugins(self) -> list:
+        """The plugins with a ``loss_stage``, ``"measure"`` before ``"arbitrate"`` (cached per plugin list:
+        read every iteration, and an evaluator's attribute lookups are slow)."""
         cached = self.__dict__.get("_kta_stage_cache")
         if cached is None or cached[0] != self.plugins:
-            cached = (list(self.plugins), any(getattr(p, "loss_stage", None) for p in self.plugins))
+            stages = [(p, getattr(p, "loss_stage", None)) for p in self.plugins]
+            cached = (list(self.plugins), [p for stage in ("measure", "arbitrate") for p, s in stages if s == stage])
             self._kta_stage_cache = cached
         return cached[1]
+
+    def _arbitrates(self) -> bool:
+        """Whether a plugin has a ``loss_stage``."""
+        return bool(self._staged_plugins())
 
     def backward(self):
         ledger = self.__dict__.get("_kta_ledger")
