@@ -95,11 +95,9 @@ class TensorReservoirBuffer(ReservoirSamplingBuffer):
         self._buffer_weights = sorted_weights[: self.max_size]
 
     def _hold(self, fields, sources, source, index):
-        used = sorted(set(source.tolist()))
-        remap = torch.zeros(len(sources), dtype=torch.long)
-        remap[torch.tensor(used, dtype=torch.long)] = torch.arange(len(used))
-        self.fields, self._sources, self._origin, self._dataset = fields, [sources[i] for i in used], \
-            (remap[source], index), None
+        used, source = torch.unique(source, return_inverse=True)  # keep the sources still referenced
+        self.fields, self._sources, self._origin, self._dataset = fields, [sources[i] for i in used.tolist()], \
+            (source, index), None
 
     def resize(self, strategy, new_size):
         self.max_size = new_size

@@ -92,6 +92,26 @@ strategies:
     assert again == results and (out / "runs" / r["run"] / "result.json").stat().st_mtime_ns == stamp
 
 
+def test_process_pool_finishes_with_the_numbers_of_one_process(tmp_path):
+    """``--jobs 2`` (a pool of spawned processes; forked children hung at their first torch op once the
+    parent had used torch) gives the results of the in-process run."""
+    import concurrent.futures
+
+    cfg = _write(tmp_path, """\
+seeds: [0]
+scenarios: [split-digits]
+settings: {epochs: 1}
+strategies:
+  - {name: naive, strategy: naive}
+  - {name: replay, strategy: naive, plugins: ["replay:mem_size=100"]}
+""")
+    with concurrent.futures.ThreadPoolExecutor(1) as watchdog:  # a hang fails the test instead of CI
+        pooled = watchdog.submit(compare, cfg, out_dir=tmp_path / "pool", jobs=2).result(timeout=240)
+    serial = compare(cfg, out_dir=tmp_path / "serial")
+    assert [r["status"] for r in pooled] == ["finished"] * 2
+    assert [r["accuracy_matrix"] for r in pooled] == [r["accuracy_matrix"] for r in serial]
+
+
 def test_nan_loss_stops_that_run_only(tmp_path):
     cfg = _write(tmp_path, """\
 seeds: [0]

@@ -5,6 +5,7 @@ turns an exception into a failed result), so outputs, checkpoints and resume are
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -69,6 +70,12 @@ def _run_on_ray(todo: list, address: Optional[str], jobs: Optional[int], progres
             ray.shutdown()
 
 
+def _worker_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def run_all(todo: list, executor: str = "process", jobs: Optional[int] = None,
             ray_address: Optional[str] = None) -> list[dict]:
     """Run ``todo`` (``(spec, out, imports, force)`` tuples) with ``executor``; results in order."""
@@ -79,5 +86,11 @@ def run_all(todo: list, executor: str = "process", jobs: Optional[int] = None,
             return _run_on_ray(todo, ray_address, jobs, bar)
     if (jobs or 1) == 1:
         return [run_safe(a) for a in tqdm(todo, desc="runs", leave=False)]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # "spawn", not Linux's default "fork": a child forked after the parent used torch (the dry build of
+    # every run) inherits torch's OpenMP thread pool in a state it cannot use, and hangs at its first op.
+    # Each worker gets its share of the cores: torch's default (one thread per core in every worker)
+    # oversubscribes them, and spinning OpenMP threads made small runs 10-30 times slower.
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_threads, initargs=(threads,)) as pool:
         return list(tqdm(pool.map(run_safe, todo), total=len(todo), desc="runs", leave=False))
