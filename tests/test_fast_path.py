@@ -346,3 +346,24 @@ def test_tensor_replay_falls_back_to_avalanche_on_data_it_cannot_hold(split):
     _train(s, exps, seen)
     assert memory_fields(plugin.storage_policy) is None and len(plugin.storage_policy.buffer) == 20
     assert len(seen) == 2  # trained on both, through Avalanche's storage code and ReplayDataLoader
+
+
+def test_misspelled_strategy_arguments_still_fail_as_in_avalanche_and_the_check_is_cached(monkeypatch):
+    """Avalanche's check of misspelled ``__init__`` keywords, its accepted names computed once per class."""
+    import inspect
+
+    from avalanche.training import Naive as AvalancheNaive
+
+    model = MLP((1, 8, 8), 10, hidden=(8,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for cls, kw in ((Naive, {"progress": False}), (AvalancheNaive, {})):
+        with pytest.raises(TypeError, match="unexpected keyword argument: trian_epochs"):
+            cls(model=model, optimizer=opt, trian_epochs=2, **kw)
+    Naive(model=model, optimizer=opt, progress=False)
+    calls = []
+    real = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda *a, **k: calls.append(a) or real(*a, **k))
+    Naive(model=model, optimizer=opt, progress=False)
+    # what is left: Avalanche's positional-argument check, one signature per wrapped __init__ (3 levels);
+    # uncached, the misspelling check read the signatures of every class of the hierarchy (37 here)
+    assert len(calls) <= 3
