@@ -222,6 +222,12 @@ class Replay(ReplayPlugin):
         strategy.dataloader = loader
 
 
+    def after_training_exp(self, strategy, **kwargs):
+        # Avalanche's plugin calls the policy's deprecated ``update``, which only calls ``post_adapt``
+        # (and puts a "once" filter in front of the warning filters on every call)
+        self.storage_policy.post_adapt(strategy, strategy.experience)
+
+
 def _default_collate(dataset) -> bool:
     from torch.utils.data import default_collate
 
