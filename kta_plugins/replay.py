@@ -34,7 +34,7 @@ from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer, ExperienceBalancedBuffer, \
     ReservoirSamplingBuffer
 
-from scenarios.loaders import TensorMultiLoader, tensor_view
+from scenarios.loaders import TensorMultiLoader, collates_by_default, same_fields, tensor_view
 
 __all__ = ["Replay", "TensorReservoirBuffer", "TensorExperienceBalancedBuffer", "TensorClassBalancedBuffer",
            "memory_fields"]
@@ -80,8 +80,7 @@ class TensorReservoirBuffer(ReservoirSamplingBuffer):
             fields, index = tensor_view(new_data), torch.arange(len(new_data))
         old = self.fields if self.fields is not None else ([f[:0] for f in fields] if fields and self._empty()
                                                            else None)
-        if fields is None or old is None or len(old) != len(fields) or any(
-                a.dtype != b.dtype or a.shape[1:] != b.shape[1:] for a, b in zip(old, fields)):
+        if fields is None or old is None or not same_fields(old, fields):
             data = new_data if index is None or len(index) == len(new_data) else new_data.subset(index.tolist())
             return super().update_from_dataset(data)
         new_weights = torch.rand(len(index))  # Avalanche's draws, in its order
@@ -173,7 +172,7 @@ def memory_fields(policy) -> Optional[List[torch.Tensor]]:
     parts = [p for p in parts if len(p[0])]
     if not parts:
         return []
-    if any(len(p) != len(parts[0]) for p in parts):
+    if not all(same_fields(p, parts[0]) for p in parts[1:]):
         return None
     return [torch.cat(fs) for fs in zip(*parts)] if len(parts) > 1 else parts[0]
 
@@ -205,10 +204,10 @@ class Replay(ReplayPlugin):
             return  # the first experience: Avalanche's loader stays
         data = None
         if (memory is not None and not self.task_balanced_dataloader and not kwargs
-                and getattr(strategy, "fast_data", False) and _default_collate(strategy.adapted_dataset)):
+                and getattr(strategy, "fast_data", False)
+                and collates_by_default(getattr(strategy.adapted_dataset, "collate_fn", None))):
             data = tensor_view(strategy.adapted_dataset)
-        if data is None or len(data) != len(memory) or any(
-                a.dtype != b.dtype or a.shape[1:] != b.shape[1:] for a, b in zip(data, memory)):
+        if data is None or not same_fields(data, memory):
             return super().before_training_exp(strategy, num_workers=num_workers, shuffle=shuffle,
                                                drop_last=drop_last, **kwargs)
         if torch.device(strategy.device).type != "cpu":
@@ -227,8 +226,3 @@ class Replay(ReplayPlugin):
         # (and puts a "once" filter in front of the warning filters on every call)
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
-
-def _default_collate(dataset) -> bool:
-    from torch.utils.data import default_collate
-
-    return getattr(dataset, "collate_fn", default_collate) is default_collate

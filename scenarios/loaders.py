@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-__all__ = ["tensor_view", "dataset_fields", "is_identity", "TensorBatchLoader", "TensorMultiLoader", "tensor_loader"]
+__all__ = ["tensor_view", "dataset_fields", "is_identity", "TensorBatchLoader", "TensorMultiLoader", "tensor_loader",
+           "collates_by_default", "same_fields"]
 
 
 class _NotTensorBacked(Exception):
@@ -399,10 +400,17 @@ class TensorMultiLoader(TensorBatchLoader):
             yield [f[full:] for f in fields]
 
 
-def _collate_is_default(collate_fn) -> bool:
+def collates_by_default(collate_fn) -> bool:
+    """Whether ``collate_fn`` is torch's ``default_collate`` (the batches a tensor loader can cut)."""
     from torch.utils.data import default_collate
 
     return collate_fn is default_collate
+
+
+def same_fields(a, b) -> bool:
+    """Whether two datasets' field lists can be batched together: as many fields, the same dtypes and
+    the same shapes after the sample dimension."""
+    return len(a) == len(b) and all(x.dtype == y.dtype and x.shape[1:] == y.shape[1:] for x, y in zip(a, b))
 
 
 def tensor_loader(loader, device=None) -> Optional[TensorMultiLoader]:
@@ -424,9 +432,9 @@ def tensor_loader(loader, device=None) -> Optional[TensorMultiLoader]:
         kw = loader.loader_kwargs
         allowed = {"collate_fn", "shuffle", "drop_last", "generator", "num_workers", "pin_memory",
                    "persistent_workers", "timeout", "prefetch_factor"}
-        if loader.distributed_sampling or set(kw) - allowed or not _collate_is_default(kw.get("collate_fn")):
+        if loader.distributed_sampling or set(kw) - allowed or not collates_by_default(kw.get("collate_fn")):
             return None
-        if any(not _collate_is_default(getattr(d, "collate_fn", None)) for d in loader.datasets):
+        if any(not collates_by_default(getattr(d, "collate_fn", None)) for d in loader.datasets):
             return None
         # (FFCV: without ``ffcv_args`` in the loader's arguments, refused above, FFCV-enabled tensor
         # leaves would give the same tensors anyway.)
@@ -438,13 +446,13 @@ def tensor_loader(loader, device=None) -> Optional[TensorMultiLoader]:
     elif type(loader) is DataLoader:
         bs = loader.batch_sampler
         if (type(bs) is not BatchSampler or type(loader.sampler) not in (RandomSampler, SequentialSampler)
-                or not _collate_is_default(loader.collate_fn)):
+                or not collates_by_default(loader.collate_fn)):
             return None
         sampler = loader.sampler
         if isinstance(sampler, RandomSampler):
             if sampler.replacement or sampler._num_samples is not None or sampler.generator is not loader.generator:
                 return None
-        if not _collate_is_default(getattr(loader.dataset, "collate_fn", None)):
+        if not collates_by_default(getattr(loader.dataset, "collate_fn", None)):
             return None
         datasets, batch_sizes = [loader.dataset], [bs.batch_size]
         shuffle, drop_last, generator = isinstance(sampler, RandomSampler), bs.drop_last, loader.generator
@@ -456,9 +464,8 @@ def tensor_loader(loader, device=None) -> Optional[TensorMultiLoader]:
     if ref is None or any(f is None and len(d) for f, d in zip(fields, datasets)):
         return None
     fields = [f if f is not None else [t[:0] for t in ref] for f in fields]  # empty datasets are skipped
-    for f in fields[1:]:
-        if len(f) != len(ref) or any(a.dtype != b.dtype or a.shape[1:] != b.shape[1:] for a, b in zip(f, ref)):
-            return None
+    if not all(same_fields(f, ref) for f in fields[1:]):
+        return None
     if device is not None and torch.device(device).type != "cpu":
         fields = [[t.to(device) for t in f] for f in fields]
     return TensorMultiLoader(fields, batch_sizes, shuffle=shuffle, drop_last=drop_last, generator=generator, **settings)
