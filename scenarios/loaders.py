@@ -69,6 +69,20 @@ def _indices_tensor(indices) -> torch.Tensor:
     return torch.as_tensor(list(indices), dtype=torch.long)
 
 
+def _node_index(node):
+    """``(indices or None, cumulative sizes)`` of a FlatData node as tensors, kept on the node: Avalanche
+    never changes a node's ``_indices`` / ``_cumulative_sizes`` after building it (subset and concat make
+    new nodes), and converting a Python list of a few hundred indices again at every read costs more than
+    the gather itself (the cache is checked against the very list objects, so a replaced list is seen)."""
+    indices, sizes = node._indices, node._cumulative_sizes
+    cached = node.__dict__.get("_kta_index")
+    if cached is None or cached[0] is not indices or cached[1] is not sizes:
+        cached = (indices, sizes, None if indices is None else _indices_tensor(indices),
+                  torch.as_tensor(sizes, dtype=torch.long))
+        node.__dict__["_kta_index"] = cached
+    return cached[2], cached[3]
+
+
 def _gather(node, idx: torch.Tensor, group: str) -> list[torch.Tensor]:
     """Rows ``idx`` of a FlatData tree (or leaf) as a list of tensors."""
     from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData
@@ -85,9 +99,11 @@ def _gather(node, idx: torch.Tensor, group: str) -> list[torch.Tensor]:
             getattr(node, "_transform_groups", None), group
         ):
             raise _NotTensorBacked("active transform")
-        if node._indices is not None:
-            idx = _indices_tensor(node._indices)[idx]
-        cum = torch.as_tensor(node._cumulative_sizes, dtype=torch.long)
+        indices, cum = _node_index(node)
+        if indices is not None:
+            idx = indices[idx]
+        if len(node._datasets) == 1:  # (the common case: no search, no scatter)
+            return _gather(node._datasets[0], idx, group)
         which = torch.searchsorted(cum, idx, right=True)
         out: Optional[list[torch.Tensor]] = None
         for d in torch.unique(which).tolist():

@@ -367,3 +367,45 @@ def test_misspelled_strategy_arguments_still_fail_as_in_avalanche_and_the_check_
     # what is left: Avalanche's positional-argument check, one signature per wrapped __init__ (3 levels);
     # uncached, the misspelling check read the signatures of every class of the hierarchy (37 here)
     assert len(calls) <= 3
+
+
+# ---- Avalanche's default training loader, built when first read -------------------------------------
+def test_default_train_loader_is_built_only_when_read_and_with_the_arguments_of_its_make_call(split, monkeypatch):
+    """KTA's Replay installs its own loader from the second experience on: Avalanche's default one is then
+    never built. When it is read, it is Avalanche's, with the dataset and batch size of the make call."""
+    from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
+
+    from kta_plugins.replay import Replay
+    from strategies.base import _DeferredLoader
+
+    built = []
+    orig = _DeferredLoader.build
+    monkeypatch.setattr(_DeferredLoader, "build", lambda self: built.append(self) or orig(self))
+    s = _strategy(plugins=[Replay(mem_size=20)], train_epochs=1, train_mb_size=16)
+    _train(s, list(split.train_stream)[:3])
+    assert len(built) == 1  # the first experience only: no memory yet, Avalanche's loader trains
+
+    class Reader:  # reads the loader before training, then changes the batch size
+        def __init__(self):
+            self.batch_sizes = []
+
+        def before_training_exp(self, strategy, **kw):
+            strategy.train_mb_size = 4
+
+        def before_training_epoch(self, strategy, **kw):
+            self.batch_sizes.append(len(next(iter(strategy.dataloader))[0]))
+
+    exp = split.train_stream[0]
+    for fast_data in (True, False):  # Avalanche's eager loader has the make call's batch size too
+        reader = Reader()
+        _train(_strategy(plugins=[reader], train_epochs=1, train_mb_size=16, fast_data=fast_data), [exp])
+        assert reader.batch_sizes == [16]
+    s = _strategy(train_epochs=1, train_mb_size=16)
+    s.experience, s.adapted_dataset = exp, exp.dataset.train()
+    s.make_train_dataloader()
+    deferred = s.__dict__["_kta_dataloader"]
+    assert type(deferred) is _DeferredLoader and deferred.args["batch_size"] == 16
+    s.train_mb_size, s.adapted_dataset = 4, None  # what the loader was made with is kept
+    loader = deferred.build()
+    assert type(loader) is TaskBalancedDataLoader and loader.batch_sizes == [16]
+    assert sum(len(d) for d in loader.datasets) == len(deferred.dataset) == len(exp.dataset)
