@@ -401,7 +401,10 @@ class KTAStrategyMixin(ComposeMixin):
         plan = self._epoch_plan()
         self.__dict__.update(plan)
         try:
-            super().training_epoch(**kwargs)
+            if plan["_kta_quiet_iterations"] and not kwargs:
+                self._quiet_epoch()
+            else:
+                super().training_epoch(**kwargs)
         finally:
             for name in plan:
                 self.__dict__.pop(name, None)
@@ -438,8 +441,32 @@ class KTAStrategyMixin(ComposeMixin):
             plan["backward"] = functools.partial(_plain_backward, self)  # no ledger to finalize
         if cls.optimizer_step is BaseSGDTemplate.optimizer_step:
             plan["optimizer_step"] = functools.partial(_plain_step, self)
+        plan["_kta_quiet_iterations"] = (
+            plan["_kta_alias_criterion"] and plan["_kta_batches_on_device"]
+            and "criterion" in plan  # the criterion goes through record_criterion: the loss is that tensor
+            and all(plan.get("_" + e) is _noop for e in _STEP_EVENTS[:-1])
+            and cls._unpack_minibatch is KTAStrategyMixin._unpack_minibatch
+            and cls._make_empty_loss is KTAStrategyMixin._make_empty_loss)
         self._kta_plan = (key, plan)
         return plan
+
+    def _quiet_epoch(self):
+        """Avalanche's ``SGDUpdate.training_epoch`` for an epoch in which every per-iteration hook before
+        ``after_training_iteration`` is a no-op, the batches are on the device and the loss is the criterion
+        itself (``_kta_quiet_iterations``): the same calls in the same order, without the no-op calls, the
+        unpacking of batches already unpacked and the loss placeholder (about 10 us of a 0.35 ms
+        small-MLP step). Any hook, a subclass's own loop or unpacking, or keyword arguments to ``train()``
+        (passed on to the hooks) keep Avalanche's loop."""
+        after_iteration = self._after_training_iteration
+        for self.mbatch in self.dataloader:
+            if self._stop_training:
+                break
+            self.optimizer.zero_grad()
+            self.mb_output = self.forward()
+            self.loss = self.criterion()
+            self.backward()
+            self.optimizer_step()
+            after_iteration()
 
     def _criterion_alias_safe(self) -> bool:
         """Whether this epoch's loss may be the criterion tensor itself: only on Avalanche's own loop,

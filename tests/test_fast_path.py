@@ -146,8 +146,20 @@ def _plugin_sets():
         torch.manual_seed(5)
         return MLP((1, 8, 8), 10, hidden=(16,))
 
+    from kta_plugins.replay import Replay
+
+    class CountIterations:  # a hook after the iteration only: the quiet loop still calls it
+        def __init__(self):
+            self.n = 0
+
+        def after_training_iteration(self, strategy, **kw):
+            self.n += 1
+            strategy.optimizer.param_groups[0]["lr"] *= 0.99  # and it acts on the next step
+
     return {
         "none": lambda: [],
+        "kta-replay": lambda: [Replay(mem_size=20)],
+        "after-iteration-only": lambda: [CountIterations()],
         "avalanche-ewc": lambda: [EWCPlugin(ewc_lambda=10.0)],
         "avalanche-lwf": lambda: [LwFPlugin(alpha=1.0, temperature=2.0)],
         "kta-kd": lambda: [KD(teacher=teacher(), alpha=0.5)],
@@ -160,10 +172,16 @@ def test_loop_shortcuts_train_exactly_as_avalanches_loop(split, name):
     exps = list(split.train_stream)[:2]
     make = _plugin_sets()[name]
     fast, ref = _strategy(plugins=make(), train_epochs=2), _strategy(_AvalancheLoop, plugins=make(), train_epochs=2)
+    quiet = []
+    fast._quiet_epoch = lambda orig=fast._quiet_epoch: quiet.append(1) or orig()
     _train(fast, exps)
     _train(ref, exps)
     for a, b in zip(fast.model.parameters(), ref.model.parameters()):
         assert torch.equal(a, b)
+    # the quiet loop (no per-iteration hook but after_training_iteration) runs every epoch exactly there
+    assert len(quiet) == (4 if name in ("none", "kta-replay", "after-iteration-only") else 0)
+    counters = [p for p in fast.plugins + ref.plugins if type(p).__name__ == "CountIterations"]
+    assert len({c.n for c in counters}) <= 1 and all(c.n > 0 for c in counters)
     assert not any(k in fast.__dict__ for k in ("forward", "criterion", "backward", "_before_forward"))
 
 
