@@ -284,8 +284,21 @@ SUITE_GRID = {
     "CORAL": ("weight", [10.0, 100.0, 1000.0, 10000.0, 100000.0]),
     "MMD": ("weight", [0.3, 1.0, 3.0]),
     "CORAL-rel": ("weight", [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0], {"normalize": True}),
+    # DANN head variants (TLlib's DomainDiscriminator; run only when named in --methods): BatchNorm (dropout
+    # kept), TLlib's width 1024, and TLlib's default head exactly (Linear-BN-ReLU x2, no dropout, hidden 1024)
+    "DANN-bn": ("weight", [0.3, 1.0, 3.0], {"head_bn": True}),
+    "DANN-wide": ("weight", [0.3, 1.0, 3.0], {"head_hidden": 1024}),
+    "DANN-tllib": ("weight", [0.3, 1.0, 3.0], {"head_bn": True, "head_dropout": 0.0, "head_hidden": 1024}),
 }
-SUITE_PLUGINS = {"DANN": DANN, "CDAN": CDAN, "CORAL": CORAL, "MMD": MMD, "CORAL-rel": CORAL}
+SUITE_PLUGINS = {"DANN": DANN, "CDAN": CDAN, "CORAL": CORAL, "MMD": MMD, "CORAL-rel": CORAL,
+                 "DANN-bn": DANN, "DANN-wide": DANN, "DANN-tllib": DANN}
+#: variants trained only when ``--methods`` names them (a study, not part of the suite's every run)
+SUITE_ON_REQUEST = ("DANN-bn", "DANN-wide", "DANN-tllib")
+
+
+def _suite_methods(methods=None):
+    """The methods a suite run trains: ``methods``, else every grid but the on-request variants."""
+    return list(methods) if methods else [m for m in SUITE_GRID if m not in SUITE_ON_REQUEST]
 #: version of the suite's records; every record written carries it as ``"v"``. Version 1 (no ``"v"``): CORAL's
 #: default was the relative loss, so "CORAL" meant ``normalize=True`` and "CORAL-raw" the paper's loss; version
 #: 2: "CORAL" is the paper's loss (the default) and "CORAL-rel" the relative one. :func:`load_records` renames
@@ -409,7 +422,7 @@ def suite_cell(case, arch, seed, methods=None, epochs=None, target_labels=True, 
         record("source only", None, suite_train(data, source, arch, seed, epochs=epochs))
     if ("target oracle", None) not in done:
         record("target oracle", None, suite_train(data, source, arch, seed, oracle=True, epochs=epochs))
-    for method in methods or SUITE_GRID:
+    for method in _suite_methods(methods):
         arg, fixed = SUITE_GRID[method][0], (SUITE_GRID[method][2] if len(SUITE_GRID[method]) > 2 else {})
         for v in _runs(method, grid):
             if (method, v) in done:
@@ -577,7 +590,7 @@ def run_suite(cases, archs, seeds, methods=None, epochs=None, out=None, grid=Tru
             for seed in seeds:
                 have = done.get((case, arch, seed), set())
                 want = {("source only", None), ("target oracle", None)} | {
-                    (m, v) for m in (methods or SUITE_GRID) for v in _runs(m, grid)}
+                    (m, v) for m in _suite_methods(methods) for v in _runs(m, grid)}
                 if want <= have:
                     continue
                 t = time.time()
