@@ -8,7 +8,10 @@ out by hand below), Avalanche's ``Naive`` with Avalanche's plugin where Avalanch
 * Time: in one process, each variant runs once to warm up, then ``--repeats`` times, interleaved (so
   drifts of the machine's load hit every variant alike); the best time (as ``timeit`` reports: the
   least disturbed) and the median are printed with their ratios to the plain loop's. Torch uses one
-  thread (``--threads``).
+  thread (``--threads``). Before each timed run the garbage of the previous one is collected
+  (``gc.collect()``; the collector stays on during the run): otherwise the collection that Avalanche's
+  run leaves pending (its strategy and datasets are hundreds of thousands of objects) lands in whichever
+  run comes next.
 * Memory (``--memory``): each variant once more in a fresh subprocess; printed: the peak resident
   memory over the run minus the resident memory just before it (``ru_maxrss`` delta: tensors, model
   copies, buffers, loaders) and the peak of Python-level allocations (``tracemalloc``), with ratios.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import math
 import os
@@ -435,6 +439,7 @@ def bench(name, spec, repeats):
     for _ in range(repeats):
         for k, f in runs.items():  # interleaved, so drifts in machine load hit every variant
             m = copy.deepcopy(init)
+            gc.collect()
             t = time.perf_counter()
             f(m, bm, epochs)
             times[k].append(time.perf_counter() - t)
@@ -509,8 +514,10 @@ def stream_length(repeats, quick):
     for _ in range(repeats):
         for n, bm in streams.items():
             for k, f in runs.items():
+                m = copy.deepcopy(init)
+                gc.collect()
                 t = time.perf_counter()
-                f(copy.deepcopy(init), bm, epochs)
+                f(m, bm, epochs)
                 per[(k, n)].append((time.perf_counter() - t) / n)
     print(f"\nstream length: replay 200, MLP(256), domain-incremental digits (permutations), {epochs} epochs "
           f"per experience; seconds per experience, best of {repeats} (median)", flush=True)
