@@ -524,10 +524,10 @@ class KTAStrategyMixin(ComposeMixin):
 
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None,
                               persistent_workers=False, drop_last=False, **kwargs):
-        fields = tensor_view(self.adapted_dataset) if self.fast_data and DistributedHelper.is_distributed else None
-        if fields is None and self.fast_data and not DistributedHelper.is_distributed and _next(
+        if self.fast_data and not DistributedHelper.is_distributed and _next(
                 type(self), KTAStrategyMixin, "make_train_dataloader") is BaseSGDTemplate.make_train_dataloader:
-            # Avalanche's loader with Avalanche's arguments, taken now; built at the first read
+            # Avalanche's loader with Avalanche's arguments, taken now; built at the first read (the
+            # body of BaseSGDTemplate.make_train_dataloader, split in two: see _DeferredLoader)
             assert self.adapted_dataset is not None
             args = self._obtain_common_dataloader_parameters(
                 batch_size=self.train_mb_size, num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
@@ -536,6 +536,7 @@ class KTAStrategyMixin(ComposeMixin):
                 args["ffcv_args"] = kwargs["ffcv_args"]
             self.dataloader = _DeferredLoader(self.adapted_dataset, hasattr(self.experience, "task_labels"), args)
             return
+        fields = tensor_view(self.adapted_dataset) if self.fast_data and DistributedHelper.is_distributed else None
         if fields is None:  # Avalanche's loader (task-balanced when the experience has task labels)
             return super().make_train_dataloader(
                 num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
